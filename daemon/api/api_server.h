@@ -1,0 +1,53 @@
+/* The HTTP/1.1 server on a listening Unix socket (libmicrohttpd, one thread per
+ * connection so a streamed response may block on its token queue without stalling others).
+ * It routes, checks peer credentials against the allow-list, bounds bodies, and answers
+ * every error as OpenAI-shaped JSON with the right status. Generation itself is handed to
+ * the ops the daemon supplies (the scheduler); this file never touches GPU state. */
+#pragma once
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "api/api_request.h"
+#include "log.h"
+#include "settings.h"
+
+typedef struct api_metrics {
+    atomic_uint_fast64_t requests[6];    /* by status class: [1]=1xx .. [5]=5xx */
+    atomic_uint_fast64_t denied;         /* connections refused by the allow-list */
+    atomic_uint_fast64_t prompt_tokens;
+    atomic_uint_fast64_t completion_tokens;
+    atomic_uint_fast64_t active;         /* requests being served */
+} api_metrics_t;
+
+/* What the daemon provides to serve completions. complete() runs in the connection's
+ * thread; it writes a whole response (blocking or streamed) through the api_reply helpers
+ * (not yet: returns -ENOSYS until the scheduler exists). */
+typedef struct api_ops {
+    void *userdata;
+    /* Extra text appended to /metrics (engine and cache figures); may be NULL. */
+    void (*metrics)(void *userdata, char *buf, size_t len);
+    /* Extra JSON members for /health, e.g. "\"device\":\"...\"" (no braces); may be NULL. */
+    void (*health)(void *userdata, char *buf, size_t len);
+} api_ops_t;
+
+typedef struct api_server_config {
+    const settings_t *settings;
+    const log_ctx_t *log;
+    const char *model_id;     /* the id /v1/models lists */
+    int64_t model_created;    /* unix time for /v1/models */
+    api_ops_t ops;
+} api_server_config_t;
+
+typedef struct api_server api_server_t;
+
+/* Starts serving listen_fd (already bound and listening; not closed by the server). The
+ * server answers 503 to everything but /health until api_server_set_ready(s, true). */
+int api_server_new(const api_server_config_t *cfg, int listen_fd, api_server_t **ret,
+                   char *err, size_t errlen);
+/* Stops accepting and ends connections; waits for connection threads to finish. */
+api_server_t *api_server_free(api_server_t *s);
+void api_server_set_ready(api_server_t *s, bool ready);
+api_metrics_t *api_server_metrics(api_server_t *s);
+unsigned api_server_connections(api_server_t *s);

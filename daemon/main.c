@@ -1,0 +1,269 @@
+/* moed: the daemon. main() is a thin wrapper around run(): settings (defaults, then
+ * /etc/moed/moed.conf or --config, then flags), the model header (refused with its reason
+ * before anything is served), the listening socket (from systemd socket activation, or bound
+ * here: a live socket is never stolen, a stale one is replaced), the HTTP server, readiness
+ * to systemd, and a signal loop (SIGTERM/SIGINT stop, SIGHUP reloads what can change). */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "api/api_server.h"
+#include "log.h"
+#include "model/gguf.h"
+#include "model/model.h"
+#include "settings.h"
+
+#define DEFAULT_CONFIG "/etc/moed/moed.conf"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: moed [--config=FILE] [OPTIONS...]\n\n"
+               "Serves a Mixture-of-Experts GGUF model over an OpenAI-compatible HTTP API on a "
+               "Unix socket.\n\n"
+               "  --config=FILE                config file (default " DEFAULT_CONFIG
+               "; missing is fine)\n"
+               "  --help                       this text\n"
+               "  --version                    version\n"
+               "  --print-config               print the effective settings and exit\n"
+               "  --print-man                  print moed.conf(5) and exit\n\n"
+               "Settings (also accepted in the config file as 'key = value'):\n");
+    settings_print_help(f);
+}
+
+/* Binds path unless a live moed answers there. A socket file nobody listens on (connect
+ * gives ECONNREFUSED) is stale and replaced. */
+static int bind_socket(const settings_t *st, const log_ctx_t *log)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(st->socket) >= sizeof(sa.sun_path)) {
+        log_err(log, "socket path too long: %s", st->socket);
+        return -ENAMETOOLONG;
+    }
+    strcpy(sa.sun_path, st->socket);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+        log_err(log, "%s is served by another process; refusing to take it over", st->socket);
+        close(fd);
+        return -EADDRINUSE;
+    }
+    if (errno == ECONNREFUSED) {
+        struct stat stt;
+        if (lstat(st->socket, &stt) == 0 && S_ISSOCK(stt.st_mode)) {
+            log_notice(log, "removing stale socket %s", st->socket);
+            unlink(st->socket);
+        }
+    }
+    close(fd);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    /* Bind with a umask that leaves the socket no wider than asked before the chmod. */
+    mode_t old = umask(0177);
+    int r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+    umask(old);
+    if (r < 0) {
+        r = -errno;
+        log_err(log, "bind %s: %s", st->socket, strerror(errno));
+        close(fd);
+        return r;
+    }
+    if (chmod(st->socket, st->socket_mode) < 0)
+        log_warning(log, "chmod %s: %s (mode left at 0600)", st->socket, strerror(errno));
+    if (st->socket_group[0]) {
+        struct group *gr = getgrnam(st->socket_group);
+        if (!gr || chown(st->socket, (uid_t)-1, gr->gr_gid) < 0)
+            log_warning(log, "socket group '%s' not applied: %s", st->socket_group,
+                        gr ? strerror(errno) : "no such group");
+    }
+    if (listen(fd, SOMAXCONN) < 0) {
+        r = -errno;
+        close(fd);
+        unlink(st->socket);
+        return r;
+    }
+    return fd;
+}
+
+/* The socket systemd passed (socket activation), or -ENOENT when none. */
+static int activated_socket(const log_ctx_t *log)
+{
+    int n = sd_listen_fds(1);
+    if (n <= 0)
+        return -ENOENT;
+    if (n > 1)
+        log_warning(log, "systemd passed %d sockets; serving the first", n);
+    int fd = SD_LISTEN_FDS_START;
+    if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0) {
+        log_err(log, "the socket systemd passed is not a listening Unix stream socket");
+        return -EINVAL;
+    }
+    return fd;
+}
+
+static int run(int argc, char **argv)
+{
+    settings_t st;
+    log_ctx_t log;
+    char err[512];
+    const char *config = NULL;
+    bool print_config = false;
+    int r, listen_fd = -1, ret = 1;
+    bool own_socket = false;
+    gguf_t *g = NULL;
+    model_t *m = NULL;
+    api_server_t *srv = NULL;
+
+    r = settings_init(&st);
+    if (r < 0)
+        return 1;
+    log_init(&log, SETTINGS_LOG_INFO);
+
+    /* Options that are not settings are taken out first; the config file is read before
+     * the remaining flags so flags win. */
+    int na = 1;
+    char **args = calloc((size_t)argc + 1, sizeof(char *));
+    if (!args)
+        goto out;
+    args[0] = argv[0];
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            ret = 0;
+            goto out;
+        } else if (!strcmp(argv[i], "--version")) {
+            printf("moed %s\n", MOED_VERSION);
+            ret = 0;
+            goto out;
+        } else if (!strcmp(argv[i], "--print-man")) {
+            settings_print_man(stdout);
+            ret = 0;
+            goto out;
+        } else if (!strcmp(argv[i], "--print-config")) {
+            print_config = true;
+        } else if (!strncmp(argv[i], "--config=", 9)) {
+            config = argv[i] + 9;
+        } else if (!strcmp(argv[i], "--config") && i + 1 < argc) {
+            config = argv[++i];
+        } else {
+            args[na++] = argv[i];
+        }
+    }
+    r = settings_load_file(&st, config ? config : DEFAULT_CONFIG, err, sizeof(err));
+    if (r < 0 && !(r == -ENOENT && !config)) {
+        log_err(&log, "%s", err);
+        goto out;
+    }
+    r = settings_parse_args(&st, na, args, err, sizeof(err));
+    if (r < 0) {
+        log_err(&log, "%s (see moed --help)", err);
+        ret = 2;
+        goto out;
+    }
+    if (r < na) {
+        log_err(&log, "unexpected argument '%s' (see moed --help)", args[r]);
+        ret = 2;
+        goto out;
+    }
+    log.max_level = (int)st.log_level;
+    if (print_config) {
+        settings_dump(&st, stdout);
+        ret = 0;
+        goto out;
+    }
+
+    /* The model header is read before serving so a bad file is refused with its reason. */
+    r = gguf_open(st.model, &g, err, sizeof(err));
+    if (r < 0) {
+        log_err(&log, "model %s refused: %s", st.model, err);
+        goto out;
+    }
+    r = model_load(g, &m, err, sizeof(err));
+    if (r < 0) {
+        log_err(&log, "model %s refused: %s", st.model, err);
+        goto out;
+    }
+
+    listen_fd = activated_socket(&log);
+    if (listen_fd == -ENOENT) {
+        listen_fd = bind_socket(&st, &log);
+        own_socket = listen_fd >= 0;
+    }
+    if (listen_fd < 0)
+        goto out;
+
+    struct stat mst;
+    api_server_config_t cfg = {
+        .settings = &st,
+        .log = &log,
+        .model_id = m->name,
+        .model_created = stat(st.model, &mst) == 0 ? (int64_t)mst.st_mtime : 0,
+    };
+    r = api_server_new(&cfg, listen_fd, &srv, err, sizeof(err));
+    if (r < 0) {
+        log_err(&log, "%s", err);
+        goto out;
+    }
+    /* Resident weights and the engine load here once they exist; until then the server is
+     * ready as soon as the model header is valid. */
+    api_server_set_ready(srv, true);
+    log_notice(&log, "serving %s (%s) on %s", m->name, model_arch_name(m->arch),
+               own_socket ? st.socket : "the socket passed by systemd");
+    sd_notifyf(0, "READY=1\nSTATUS=serving %s", m->name);
+
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+    if (sfd < 0)
+        goto out;
+    for (;;) {
+        struct signalfd_siginfo si;
+        if (read(sfd, &si, sizeof(si)) != sizeof(si)) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (si.ssi_signo == SIGHUP) {
+            log_notice(&log, "SIGHUP: nothing to reload yet");
+            continue;
+        }
+        log_notice(&log, "signal %u: stopping", si.ssi_signo);
+        break;
+    }
+    close(sfd);
+    sd_notify(0, "STOPPING=1");
+    ret = 0;
+out:
+    srv = api_server_free(srv);
+    if (listen_fd >= 0) {
+        close(listen_fd);
+        if (own_socket)
+            unlink(st.socket);
+    }
+    model_free(m);
+    gguf_free(g);
+    free(args);
+    settings_clear(&st);
+    return ret;
+}
+
+int main(int argc, char **argv)
+{
+    return run(argc, argv);
+}
