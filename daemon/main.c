@@ -19,10 +19,13 @@
 #include <unistd.h>
 
 #include "api/api_server.h"
+#include "engine/engine.h"
 #include "log.h"
 #include "model/gguf.h"
 #include "model/model.h"
+#include "sched/scheduler.h"
 #include "settings.h"
+#include "text/tokenizer.h"
 
 #define DEFAULT_CONFIG "/etc/moed/moed.conf"
 
@@ -125,6 +128,19 @@ static int run(int argc, char **argv)
     gguf_t *g = NULL;
     model_t *m = NULL;
     api_server_t *srv = NULL;
+    tokenizer_t *tok = NULL;
+    engine_t *eng = NULL;
+    sched_t *sched = NULL;
+
+    /* Signals are blocked before any thread starts, so every thread inherits the mask and
+     * they arrive only through the signalfd of the main loop. */
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN); /* a client that vanishes mid-write is an EPIPE, not a death */
 
     r = settings_init(&st);
     if (r < 0)
@@ -196,6 +212,12 @@ static int run(int argc, char **argv)
         goto out;
     }
 
+    r = tokenizer_new(g, &tok, err, sizeof(err));
+    if (r < 0) {
+        log_err(&log, "model %s: tokenizer refused: %s", st.model, err);
+        goto out;
+    }
+
     listen_fd = activated_socket(&log);
     if (listen_fd == -ENOENT) {
         listen_fd = bind_socket(&st, &log);
@@ -210,25 +232,36 @@ static int run(int argc, char **argv)
         .log = &log,
         .model_id = m->name,
         .model_created = stat(st.model, &mst) == 0 ? (int64_t)mst.st_mtime : 0,
+        .gen = {.tok = tok, .model_id = m->name, .max_tokens = st.max_tokens,
+                .request_timeout_s = st.request_timeout},
     };
     r = api_server_new(&cfg, listen_fd, &srv, err, sizeof(err));
     if (r < 0) {
         log_err(&log, "%s", err);
         goto out;
     }
-    /* Resident weights and the engine load here once they exist; until then the server is
-     * ready as soon as the model header is valid. */
+    /* The server answers /health (503, loading) while the weights load. */
+    sd_notifyf(0, "STATUS=loading %s", st.model);
+    r = engine_ref_new(m, st.model, st.ctx, st.parallel, &eng, err, sizeof(err));
+    if (r < 0) {
+        log_err(&log, "model %s: engine failed to start: %s", st.model, err);
+        goto out;
+    }
+    sched_config_t sc = {
+        .engine = eng, .tok = tok, .queue_max = st.queue, .parallel = st.parallel,
+    };
+    r = sched_new(&sc, &sched);
+    if (r < 0) {
+        log_err(&log, "scheduler: %s", strerror(-r));
+        goto out;
+    }
+    api_server_set_generator(srv, sched);
     api_server_set_ready(srv, true);
+    log_notice(&log, "engine: %s", eng->device);
     log_notice(&log, "serving %s (%s) on %s", m->name, model_arch_name(m->arch),
                own_socket ? st.socket : "the socket passed by systemd");
     sd_notifyf(0, "READY=1\nSTATUS=serving %s", m->name);
 
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGHUP);
-    sigprocmask(SIG_BLOCK, &mask, NULL);
     int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
     if (sfd < 0)
         goto out;
@@ -248,9 +281,17 @@ static int run(int argc, char **argv)
     }
     close(sfd);
     sd_notify(0, "STOPPING=1");
+    /* Graceful: no new requests, running ones get a few seconds to finish, then every
+     * connection thread has its final event and the server can stop. */
+    sched_stop(sched, 5000);
     ret = 0;
 out:
+    if (sched)
+        sched_stop(sched, 0);
     srv = api_server_free(srv);
+    sched = sched_free(sched);
+    eng = engine_free(eng);
+    tok = tokenizer_free(tok);
     if (listen_fd >= 0) {
         close(listen_fd);
         if (own_socket)

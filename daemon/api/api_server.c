@@ -264,11 +264,26 @@ static enum MHD_Result serve_generation(api_server_t *s, struct MHD_Connection *
         return send_error(s, c, 503, "server_error", NULL, "out of memory", NULL, NULL);
     if (r < 0)
         return send_error(s, c, (unsigned)e.status, e.type, e.param, e.message, NULL, NULL);
+    if (!s->cfg.gen.sched) {
+        api_request_clear(&req);
+        return send_error(s, c, 503, "server_error", NULL, "no engine is running",
+                          "Retry-After", "60");
+    }
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    conn_ctx_t *cc = ci ? ci->socket_context : NULL;
+    struct MHD_Response *resp = NULL;
+    api_gen_error_t ge = {0};
+    r = api_generate(&s->cfg.gen, &req, cc ? cc->cred.uid : (uid_t)-1, &resp, &ge);
     api_request_clear(&req);
-    /* The scheduler and engine are the next pieces (issues 5 and 7). */
-    return send_error(s, c, 503, "server_error", NULL,
-                      "generation is not available yet: no engine in this build", "Retry-After",
-                      "60");
+    if (r < 0)
+        return send_error(s, c, ge.status ? ge.status : 500, ge.type ? ge.type : "server_error",
+                          NULL, ge.message, ge.retry_after ? "Retry-After" : NULL,
+                          ge.retry_after);
+    enum MHD_Result ret = MHD_queue_response(c, 200, resp);
+    MHD_destroy_response(resp);
+    atomic_fetch_add(&s->metrics.requests[2], 1);
+    return ret;
 }
 
 /* ---- libmicrohttpd callbacks ---- */
@@ -463,6 +478,11 @@ api_server_t *api_server_free(api_server_t *s)
 void api_server_set_ready(api_server_t *s, bool ready)
 {
     atomic_store(&s->ready, ready);
+}
+
+void api_server_set_generator(api_server_t *s, sched_t *sched)
+{
+    s->cfg.gen.sched = sched;
 }
 
 api_metrics_t *api_server_metrics(api_server_t *s)

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "api/api_generate.h"
 #include "api/api_request.h"
 #include "log.h"
 #include "settings.h"
@@ -21,9 +22,7 @@ typedef struct api_metrics {
     atomic_uint_fast64_t active;         /* requests being served */
 } api_metrics_t;
 
-/* What the daemon provides to serve completions. complete() runs in the connection's
- * thread; it writes a whole response (blocking or streamed) through the api_reply helpers
- * (not yet: returns -ENOSYS until the scheduler exists). */
+/* Figures the daemon adds to /metrics and /health. */
 typedef struct api_ops {
     void *userdata;
     /* Extra text appended to /metrics (engine and cache figures); may be NULL. */
@@ -38,6 +37,7 @@ typedef struct api_server_config {
     const char *model_id;     /* the id /v1/models lists */
     int64_t model_created;    /* unix time for /v1/models */
     api_ops_t ops;
+    api_gen_ctx_t gen;        /* gen.sched NULL: generation answers 503 */
 } api_server_config_t;
 
 typedef struct api_server api_server_t;
@@ -49,5 +49,7 @@ int api_server_new(const api_server_config_t *cfg, int listen_fd, api_server_t *
 /* Stops accepting and ends connections; waits for connection threads to finish. */
 api_server_t *api_server_free(api_server_t *s);
 void api_server_set_ready(api_server_t *s, bool ready);
+/* Generation goes to sched from now on (set before ready). */
+void api_server_set_generator(api_server_t *s, sched_t *sched);
 api_metrics_t *api_server_metrics(api_server_t *s);
 unsigned api_server_connections(api_server_t *s);

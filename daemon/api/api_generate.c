@@ -1,0 +1,526 @@
+/* OpenAI-shaped answers for generation requests.
+ *
+ * Non-streamed: the connection thread waits for the request's events until DONE/ERROR (or
+ * the request timeout) and answers one JSON object. Streamed: a libmicrohttpd content reader
+ * pulls events and writes SSE: `data: {chunk}\n\n` per text event, `: ping\n\n` every
+ * PING_MS without one (a long prompt is being processed), a final chunk with finish_reason,
+ * a usage chunk when stream_options.include_usage, an error event if the request failed
+ * mid-way, then `data: [DONE]`. When the client goes away libmicrohttpd frees the reader,
+ * which releases (and so cancels) the request at once. */
+#include "api/api_generate.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#define PING_MS 2000
+
+typedef struct gen {
+    api_gen_ctx_t g;
+    sched_req_t *r;
+    bool chat, stream, include_usage, logprobs;
+    uint32_t top_logprobs;
+    char id[48];
+    int64_t created;
+    uint64_t deadline_ns;
+    int phase;        /* streaming: 0 role chunk (chat), 1 tokens, 2 closing, 3 done */
+    char *out;        /* bytes ready for libmicrohttpd */
+    size_t out_len, out_off;
+    /* non-streamed accumulation */
+    char *text;
+    size_t text_len;
+    json_t *lp_content; /* chat logprobs content array / completion logprobs object */
+} gen_t;
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void make_id(char *buf, size_t len, const char *prefix)
+{
+    uint8_t rnd[12] = {0};
+    if (getrandom(rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd)) {
+        uint64_t t = mono_ns();
+        memcpy(rnd, &t, sizeof(t));
+    }
+    int o = snprintf(buf, len, "%s", prefix);
+    for (size_t i = 0; i < sizeof(rnd) && o + 2 < (int)len; i++)
+        o += snprintf(buf + o, len - (size_t)o, "%02x", rnd[i]);
+}
+
+static void gen_free(gen_t *x)
+{
+    if (!x)
+        return;
+    sched_req_release(x->r);
+    free(x->out);
+    free(x->text);
+    json_decref(x->lp_content);
+    free(x);
+}
+
+/* The token's text as the client sees it (for logprobs). */
+static json_t *token_json_string(const tokenizer_t *tok, int32_t id)
+{
+    char buf[256];
+    int n = tokenizer_token_to_piece(tok, id, buf, sizeof(buf));
+    if (n < 0)
+        n = 0;
+    if ((size_t)n > sizeof(buf))
+        n = sizeof(buf);
+    /* A piece may be part of a UTF-8 sequence: jansson then refuses it; send it escaped
+     * byte-for-byte as Latin-1 code points rather than dropping the entry. */
+    json_t *s = json_stringn(buf, (size_t)n);
+    if (!s) {
+        char esc[1024];
+        size_t o = 0;
+        for (int i = 0; i < n && o + 8 < sizeof(esc); i++)
+            o += (size_t)snprintf(esc + o, sizeof(esc) - o, "\\x%02x", (unsigned char)buf[i]);
+        s = json_stringn(esc, o);
+    }
+    return s;
+}
+
+static json_t *chat_logprob_entry(const gen_t *x, const sched_event_t *ev)
+{
+    json_t *e = json_object(), *tops = json_array();
+    json_object_set_new(e, "token", token_json_string(x->g.tok, ev->token));
+    json_object_set_new(e, "logprob", json_real(ev->logprob));
+    for (uint32_t i = 0; i < ev->n_top; i++) {
+        json_t *t = json_object();
+        json_object_set_new(t, "token", token_json_string(x->g.tok, ev->top[i].id));
+        json_object_set_new(t, "logprob", json_real(ev->top[i].logprob));
+        json_array_append_new(tops, t);
+    }
+    json_object_set_new(e, "top_logprobs", tops);
+    return e;
+}
+
+/* Completions' logprobs object: parallel arrays tokens / token_logprobs / top_logprobs. */
+static void completion_logprob_add(json_t *lp, const gen_t *x, const sched_event_t *ev)
+{
+    json_array_append_new(json_object_get(lp, "tokens"), token_json_string(x->g.tok, ev->token));
+    json_array_append_new(json_object_get(lp, "token_logprobs"), json_real(ev->logprob));
+    json_t *top = json_object();
+    for (uint32_t i = 0; i < ev->n_top; i++) {
+        json_t *k = token_json_string(x->g.tok, ev->top[i].id);
+        json_object_set_new(top, json_string_value(k), json_real(ev->top[i].logprob));
+        json_decref(k);
+    }
+    json_array_append_new(json_object_get(lp, "top_logprobs"), top);
+}
+
+static json_t *completion_logprobs_new(void)
+{
+    json_t *lp = json_object();
+    json_object_set_new(lp, "tokens", json_array());
+    json_object_set_new(lp, "token_logprobs", json_array());
+    json_object_set_new(lp, "top_logprobs", json_array());
+    return lp;
+}
+
+static const char *finish_name(enum sched_finish f)
+{
+    return f == SCHED_FINISH_LENGTH ? "length" : "stop";
+}
+
+static json_t *usage_json(const sched_event_t *ev)
+{
+    json_t *u = json_object();
+    json_object_set_new(u, "prompt_tokens", json_integer(ev->prompt_tokens));
+    json_object_set_new(u, "completion_tokens", json_integer(ev->completion_tokens));
+    json_object_set_new(u, "total_tokens",
+                        json_integer((json_int_t)ev->prompt_tokens + ev->completion_tokens));
+    return u;
+}
+
+static json_t *envelope(const gen_t *x, bool chunk)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "id", json_string(x->id));
+    json_object_set_new(o, "object",
+                        json_string(x->chat ? (chunk ? "chat.completion.chunk" : "chat.completion")
+                                            : "text_completion"));
+    json_object_set_new(o, "created", json_integer(x->created));
+    json_object_set_new(o, "model", json_string(x->g.model_id));
+    return o;
+}
+
+/* One choice of a stream chunk: text (or delta content/role), finish reason or null. */
+static json_t *chunk_choice(const gen_t *x, const char *role, const char *text, size_t len,
+                            const char *finish, json_t *logprobs)
+{
+    json_t *c = json_object();
+    json_object_set_new(c, "index", json_integer(0));
+    if (x->chat) {
+        json_t *d = json_object();
+        if (role)
+            json_object_set_new(d, "role", json_string(role));
+        if (text)
+            json_object_set_new(d, "content", json_stringn(text, len));
+        json_object_set_new(c, "delta", d);
+    } else {
+        json_object_set_new(c, "text", json_stringn(text ? text : "", text ? len : 0));
+    }
+    json_object_set_new(c, "logprobs", logprobs ? logprobs : json_null());
+    json_object_set_new(c, "finish_reason", finish ? json_string(finish) : json_null());
+    return c;
+}
+
+/* Appends `data: <json>\n\n` (steals o). */
+static int out_sse(gen_t *x, json_t *o)
+{
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!s)
+        return -ENOMEM;
+    size_t n = strlen(s);
+    char *nb = realloc(x->out, x->out_len + n + 8);
+    if (!nb) {
+        free(s);
+        return -ENOMEM;
+    }
+    x->out = nb;
+    memcpy(x->out + x->out_len, "data: ", 6);
+    memcpy(x->out + x->out_len + 6, s, n);
+    memcpy(x->out + x->out_len + 6 + n, "\n\n", 2);
+    x->out_len += n + 8;
+    free(s);
+    return 0;
+}
+
+static int out_raw(gen_t *x, const char *s)
+{
+    size_t n = strlen(s);
+    char *nb = realloc(x->out, x->out_len + n);
+    if (!nb)
+        return -ENOMEM;
+    x->out = nb;
+    memcpy(x->out + x->out_len, s, n);
+    x->out_len += n;
+    return 0;
+}
+
+static json_t *error_json(int err, const char *message)
+{
+    json_t *e = json_object(), *o = json_object();
+    int status = err == -ESHUTDOWN || err == -ENOMEM ? 503 : err == -ETIMEDOUT ? 504 : 500;
+    json_object_set_new(e, "message", json_string(message));
+    json_object_set_new(e, "type", json_string("server_error"));
+    json_object_set_new(e, "param", json_null());
+    json_object_set_new(e, "code", json_integer(status));
+    json_object_set_new(o, "error", e);
+    return o;
+}
+
+/* Produces the next piece of the stream into x->out. Returns 0, or 1 when the stream has
+ * ended. */
+static int stream_produce(gen_t *x)
+{
+    if (x->phase == 0) {
+        x->phase = 1;
+        if (x->chat) {
+            json_t *o = envelope(x, true), *ch = json_array();
+            json_array_append_new(ch, chunk_choice(x, "assistant", "", 0, NULL, NULL));
+            json_object_set_new(o, "choices", ch);
+            return out_sse(x, o);
+        }
+    }
+    if (x->phase == 3)
+        return 1;
+    if (mono_ns() > x->deadline_ns) {
+        sched_req_cancel(x->r);
+        out_sse(x, error_json(-ETIMEDOUT, "request timed out"));
+        out_raw(x, "data: [DONE]\n\n");
+        x->phase = 3;
+        return 0;
+    }
+    sched_event_t ev;
+    if (!sched_req_next(x->r, &ev, PING_MS))
+        return out_raw(x, ": ping\n\n");
+    if (ev.kind == SCHED_EV_TEXT) {
+        json_t *lp = NULL;
+        if (x->logprobs) {
+            if (x->chat) {
+                lp = json_object();
+                json_t *arr = json_array();
+                json_array_append_new(arr, chat_logprob_entry(x, &ev));
+                json_object_set_new(lp, "content", arr);
+            } else {
+                lp = completion_logprobs_new();
+                completion_logprob_add(lp, x, &ev);
+            }
+        }
+        json_t *o = envelope(x, true), *ch = json_array();
+        json_array_append_new(ch, chunk_choice(x, NULL, ev.text ? ev.text : "", ev.len, NULL, lp));
+        json_object_set_new(o, "choices", ch);
+        sched_event_clear(&ev);
+        return out_sse(x, o);
+    }
+    if (ev.kind == SCHED_EV_ERROR) {
+        out_sse(x, error_json(ev.error, ev.message));
+    } else {
+        json_t *o = envelope(x, true), *ch = json_array();
+        json_array_append_new(ch, chunk_choice(x, NULL, x->chat ? NULL : "", 0,
+                                               finish_name(ev.finish), NULL));
+        json_object_set_new(o, "choices", ch);
+        out_sse(x, o);
+        if (x->include_usage) {
+            o = envelope(x, true);
+            json_object_set_new(o, "choices", json_array());
+            json_object_set_new(o, "usage", usage_json(&ev));
+            out_sse(x, o);
+        }
+    }
+    sched_event_clear(&ev);
+    x->phase = 3;
+    return out_raw(x, "data: [DONE]\n\n");
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    gen_t *x = cls;
+    while (x->out_off == x->out_len) {
+        x->out_off = x->out_len = 0;
+        int r = stream_produce(x);
+        if (r == 1 && x->out_len == 0)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        if (r < 0)
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    size_t n = x->out_len - x->out_off;
+    if (n > max)
+        n = max;
+    memcpy(buf, x->out + x->out_off, n);
+    x->out_off += n;
+    return (ssize_t)n;
+}
+
+static void stream_free(void *cls)
+{
+    gen_free(cls);
+}
+
+/* Waits for the whole answer and builds the JSON object. */
+static int answer_blocking(gen_t *x, struct MHD_Response **ret, api_gen_error_t *err)
+{
+    sched_event_t ev = {0};
+    if (x->logprobs)
+        x->lp_content = x->chat ? json_array() : completion_logprobs_new();
+    for (;;) {
+        if (mono_ns() > x->deadline_ns) {
+            sched_req_cancel(x->r);
+            err->status = 504;
+            err->type = "server_error";
+            snprintf(err->message, sizeof(err->message), "request timed out");
+            return -ETIMEDOUT;
+        }
+        if (!sched_req_next(x->r, &ev, PING_MS))
+            continue;
+        if (ev.kind != SCHED_EV_TEXT)
+            break;
+        if (ev.len) {
+            char *nt = realloc(x->text, x->text_len + ev.len + 1);
+            if (!nt) {
+                sched_event_clear(&ev);
+                err->status = 503;
+                err->type = "server_error";
+                snprintf(err->message, sizeof(err->message), "out of memory");
+                return -ENOMEM;
+            }
+            x->text = nt;
+            memcpy(x->text + x->text_len, ev.text, ev.len);
+            x->text_len += ev.len;
+            x->text[x->text_len] = 0;
+        }
+        if (x->lp_content) {
+            if (x->chat)
+                json_array_append_new(x->lp_content, chat_logprob_entry(x, &ev));
+            else
+                completion_logprob_add(x->lp_content, x, &ev);
+        }
+        sched_event_clear(&ev);
+    }
+    if (ev.kind == SCHED_EV_ERROR) {
+        err->status = ev.error == -ESHUTDOWN || ev.error == -ENOMEM ? 503 : 500;
+        err->type = "server_error";
+        snprintf(err->message, sizeof(err->message), "%s", ev.message);
+        return ev.error;
+    }
+    json_t *o = envelope(x, false), *ch = json_array(), *c = json_object();
+    json_object_set_new(c, "index", json_integer(0));
+    const char *text = x->text ? x->text : "";
+    if (x->chat) {
+        json_t *m = json_object();
+        json_object_set_new(m, "role", json_string("assistant"));
+        json_object_set_new(m, "content", json_stringn(text, x->text_len));
+        json_object_set_new(c, "message", m);
+        if (x->lp_content) {
+            json_t *lp = json_object();
+            json_object_set_new(lp, "content", x->lp_content);
+            x->lp_content = NULL;
+            json_object_set_new(c, "logprobs", lp);
+        } else {
+            json_object_set_new(c, "logprobs", json_null());
+        }
+    } else {
+        json_object_set_new(c, "text", json_stringn(text, x->text_len));
+        json_object_set_new(c, "logprobs", x->lp_content ? x->lp_content : json_null());
+        x->lp_content = NULL;
+    }
+    json_object_set_new(c, "finish_reason", json_string(finish_name(ev.finish)));
+    json_array_append_new(ch, c);
+    json_object_set_new(o, "choices", ch);
+    json_object_set_new(o, "usage", usage_json(&ev));
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!s)
+        return -ENOMEM;
+    size_t n = strlen(s);
+    s[n] = '\n'; /* replaces the NUL; the buffer is handed over with its length */
+    *ret = MHD_create_response_from_buffer(n + 1, s, MHD_RESPMEM_MUST_FREE);
+    if (!*ret) {
+        free(s);
+        return -ENOMEM;
+    }
+    MHD_add_response_header(*ret, "Content-Type", "application/json");
+    return 0;
+}
+
+static int prompt_ids(const api_gen_ctx_t *g, const api_request_t *req, int32_t **ret_ids,
+                      size_t *ret_n, api_gen_error_t *err)
+{
+    if (req->prompt_ids) {
+        int32_t *ids = malloc(req->n_prompt_ids * sizeof(*ids));
+        if (!ids)
+            return -ENOMEM;
+        memcpy(ids, req->prompt_ids, req->n_prompt_ids * sizeof(*ids));
+        *ret_ids = ids;
+        *ret_n = req->n_prompt_ids;
+        return 0;
+    }
+    /* As llama.cpp's server does, special-token text in a prompt is parsed as those tokens
+     * (a raw completion prompt written in the model's own chat format works). */
+    unsigned flags = TOKENIZER_PARSE_SPECIAL | TOKENIZER_ADD_SPECIAL;
+    const char *text = req->prompt;
+    if (req->kind == API_CHAT) {
+        err->status = 501;
+        err->type = "server_error";
+        snprintf(err->message, sizeof(err->message), "chat templates are not wired yet");
+        return -ENOSYS;
+    }
+    int r = tokenizer_encode_alloc(g->tok, text, strlen(text), flags, ret_ids, ret_n);
+    if (r < 0)
+        return r;
+    if (*ret_n == 0) {
+        free(*ret_ids);
+        err->status = 400;
+        err->type = "invalid_request_error";
+        snprintf(err->message, sizeof(err->message), "the prompt is empty");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int api_generate(const api_gen_ctx_t *g, api_request_t *req, uid_t uid,
+                 struct MHD_Response **ret, api_gen_error_t *err)
+{
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    err->retry_after = NULL;
+    int r = prompt_ids(g, req, &ids, &n_ids, err);
+    if (r < 0) {
+        if (!err->status) {
+            err->status = r == -ENOMEM ? 503 : 400;
+            err->type = r == -ENOMEM ? "server_error" : "invalid_request_error";
+            snprintf(err->message, sizeof(err->message), "the prompt could not be tokenized");
+        }
+        return r;
+    }
+    sched_params_t p = {
+        .max_tokens = req->max_tokens ? req->max_tokens : g->max_tokens,
+        .temperature = req->temperature,
+        .top_p = req->top_p,
+        .top_k = req->top_k,
+        .min_p = req->min_p,
+        .presence_penalty = req->presence_penalty,
+        .frequency_penalty = req->frequency_penalty,
+        .repetition_penalty = req->repetition_penalty,
+        .seed = req->seed,
+        .has_seed = req->has_seed,
+        .n_stop = req->n_stop,
+        .logprobs = req->logprobs,
+        .top_logprobs = req->top_logprobs,
+    };
+    for (size_t i = 0; i < req->n_stop; i++)
+        p.stop[i] = req->stop[i];
+    gen_t *x = calloc(1, sizeof(*x));
+    if (!x) {
+        free(ids);
+        return -ENOMEM;
+    }
+    x->g = *g;
+    x->chat = req->kind == API_CHAT;
+    x->stream = req->stream;
+    x->include_usage = req->include_usage;
+    x->logprobs = req->logprobs;
+    x->created = (int64_t)time(NULL);
+    x->deadline_ns = mono_ns() + (uint64_t)g->request_timeout_s * 1000000000ull;
+    make_id(x->id, sizeof(x->id), x->chat ? "chatcmpl-" : "cmpl-");
+    r = sched_submit(g->sched, ids, n_ids, &p, uid, &x->r);
+    free(ids);
+    if (r < 0) {
+        gen_free(x);
+        err->type = "server_error";
+        switch (r) {
+        case -EAGAIN:
+            err->status = 429;
+            err->retry_after = "2";
+            snprintf(err->message, sizeof(err->message), "too many requests are waiting");
+            break;
+        case -E2BIG:
+            err->status = 400;
+            err->type = "invalid_request_error";
+            snprintf(err->message, sizeof(err->message),
+                     "the prompt (%zu tokens) does not fit the context", n_ids);
+            break;
+        case -EINVAL:
+            err->status = 400;
+            err->type = "invalid_request_error";
+            snprintf(err->message, sizeof(err->message), "a prompt token id is out of range");
+            break;
+        case -ESHUTDOWN:
+            err->status = 503;
+            snprintf(err->message, sizeof(err->message), "moed is shutting down");
+            break;
+        default:
+            err->status = 503;
+            snprintf(err->message, sizeof(err->message), "out of memory");
+        }
+        return r;
+    }
+    if (!x->stream) {
+        r = answer_blocking(x, ret, err);
+        gen_free(x);
+        return r;
+    }
+    *ret = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_reader, x,
+                                             stream_free);
+    if (!*ret) {
+        gen_free(x);
+        err->status = 503;
+        err->type = "server_error";
+        snprintf(err->message, sizeof(err->message), "out of memory");
+        return -ENOMEM;
+    }
+    MHD_add_response_header(*ret, "Content-Type", "text/event-stream");
+    MHD_add_response_header(*ret, "Cache-Control", "no-cache");
+    return 0;
+}

@@ -1,0 +1,33 @@
+/* Generation over HTTP: turns a validated api_request_t into prompt ids (chat template,
+ * tokenizer), submits it to the scheduler, and answers it as one JSON object or as an SSE
+ * stream in OpenAI's wire format (text_completion / chat.completion[.chunk]).
+ * Runs in the connection's thread; never touches the engine. */
+#pragma once
+#include <microhttpd.h>
+#include <sys/types.h>
+
+#include "api/api_request.h"
+#include "sched/scheduler.h"
+#include "text/tokenizer.h"
+
+typedef struct api_gen_ctx {
+    sched_t *sched;
+    const tokenizer_t *tok;
+    const void *chat;        /* chat template (text/chat.h), NULL: chat requests refused */
+    const char *model_id;
+    uint32_t max_tokens;     /* server cap and default */
+    uint32_t request_timeout_s;
+} api_gen_ctx_t;
+
+/* Status and body of an error answer, filled when api_generate returns < 0. */
+typedef struct api_gen_error {
+    unsigned status;
+    const char *type;
+    const char *retry_after; /* "N" or NULL */
+    char message[256];
+} api_gen_error_t;
+
+/* Builds the response for req from a client with uid. On success *ret is a response to
+ * queue with status 200 (streamed or not); the request is consumed either way. */
+int api_generate(const api_gen_ctx_t *g, api_request_t *req, uid_t uid,
+                 struct MHD_Response **ret, api_gen_error_t *err);
