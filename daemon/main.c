@@ -25,6 +25,7 @@
 #include "model/model.h"
 #include "sched/scheduler.h"
 #include "settings.h"
+#include "text/chat.h"
 #include "text/tokenizer.h"
 
 #define DEFAULT_CONFIG "/etc/moed/moed.conf"
@@ -218,6 +219,19 @@ static int run(int argc, char **argv)
         goto out;
     }
 
+    /* Chat: the model's template family, or the forced one. Without one, chat requests
+     * are refused with the reason; completions still work. */
+    chat_template_t chat;
+    char chat_err[256] = "";
+    const char *tmpl = NULL;
+    gguf_get_str(g, "tokenizer.chat_template", &tmpl);
+    bool have_chat = chat_template_init(&chat, tmpl, st.chat_template, chat_err,
+                                        sizeof(chat_err)) == 0;
+    if (have_chat)
+        log_info(&log, "chat template: %s", chat_family_name(chat.family));
+    else
+        log_warning(&log, "chat requests will be refused: %s", chat_err);
+
     listen_fd = activated_socket(&log);
     if (listen_fd == -ENOENT) {
         listen_fd = bind_socket(&st, &log);
@@ -232,7 +246,8 @@ static int run(int argc, char **argv)
         .log = &log,
         .model_id = m->name,
         .model_created = stat(st.model, &mst) == 0 ? (int64_t)mst.st_mtime : 0,
-        .gen = {.tok = tok, .model_id = m->name, .max_tokens = st.max_tokens,
+        .gen = {.tok = tok, .chat = have_chat ? &chat : NULL, .chat_error = chat_err,
+                .model_id = m->name, .max_tokens = st.max_tokens,
                 .request_timeout_s = st.request_timeout},
     };
     r = api_server_new(&cfg, listen_fd, &srv, err, sizeof(err));

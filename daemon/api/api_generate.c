@@ -17,6 +17,8 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "text/reasoning.h"
+
 #define PING_MS 2000
 
 typedef struct gen {
@@ -31,8 +33,11 @@ typedef struct gen {
     char *out;        /* bytes ready for libmicrohttpd */
     size_t out_len, out_off;
     /* non-streamed accumulation */
-    char *text;
+    char *text;        /* content */
     size_t text_len;
+    char *think;       /* reasoning_content */
+    size_t think_len;
+    reasoning_t *split; /* chat: separates the thinking from the answer */
     json_t *lp_content; /* chat logprobs content array / completion logprobs object */
 } gen_t;
 
@@ -62,6 +67,8 @@ static void gen_free(gen_t *x)
     sched_req_release(x->r);
     free(x->out);
     free(x->text);
+    free(x->think);
+    reasoning_free(x->split);
     json_decref(x->lp_content);
     free(x);
 }
@@ -141,6 +148,8 @@ static json_t *usage_json(const sched_event_t *ev)
     return u;
 }
 
+static int out_sse(gen_t *x, json_t *o);
+
 static json_t *envelope(const gen_t *x, bool chunk)
 {
     json_t *o = json_object();
@@ -154,8 +163,8 @@ static json_t *envelope(const gen_t *x, bool chunk)
 }
 
 /* One choice of a stream chunk: text (or delta content/role), finish reason or null. */
-static json_t *chunk_choice(const gen_t *x, const char *role, const char *text, size_t len,
-                            const char *finish, json_t *logprobs)
+static json_t *chunk_choice_kind(const gen_t *x, const char *role, const char *text, size_t len,
+                                 const char *finish, json_t *logprobs, bool reasoning)
 {
     json_t *c = json_object();
     json_object_set_new(c, "index", json_integer(0));
@@ -164,7 +173,8 @@ static json_t *chunk_choice(const gen_t *x, const char *role, const char *text, 
         if (role)
             json_object_set_new(d, "role", json_string(role));
         if (text)
-            json_object_set_new(d, "content", json_stringn(text, len));
+            json_object_set_new(d, reasoning ? "reasoning_content" : "content",
+                                json_stringn(text, len));
         json_object_set_new(c, "delta", d);
     } else {
         json_object_set_new(c, "text", json_stringn(text ? text : "", text ? len : 0));
@@ -172,6 +182,80 @@ static json_t *chunk_choice(const gen_t *x, const char *role, const char *text, 
     json_object_set_new(c, "logprobs", logprobs ? logprobs : json_null());
     json_object_set_new(c, "finish_reason", finish ? json_string(finish) : json_null());
     return c;
+}
+
+static json_t *chunk_choice(const gen_t *x, const char *role, const char *text, size_t len,
+                            const char *finish, json_t *logprobs)
+{
+    return chunk_choice_kind(x, role, text, len, finish, logprobs, false);
+}
+
+/* Text split into content and reasoning parts (chat with a reasoning format), or one
+ * content part. flush: end of the answer. */
+static int split_text(gen_t *x, const char *text, size_t len, bool flush,
+                      const reasoning_part_t **ret_parts, size_t *ret_n,
+                      reasoning_part_t *one)
+{
+    if (!x->split) {
+        *one = (reasoning_part_t){REASONING_PART_CONTENT, text, len};
+        *ret_parts = one;
+        *ret_n = len ? 1 : 0;
+        return 0;
+    }
+    if (flush)
+        return reasoning_flush(x->split, ret_parts, ret_n);
+    return reasoning_feed(x->split, text, len, ret_parts, ret_n);
+}
+
+/* Streams the parts of one text event; its logprobs (stolen) ride on the first chunk, or on
+ * an empty chunk when the split holds all of the text back for now. */
+static int out_parts(gen_t *x, const reasoning_part_t *parts, size_t n, json_t *lp)
+{
+    if (n == 0) {
+        if (!lp)
+            return 0;
+        json_t *o = envelope(x, true), *ch = json_array();
+        json_array_append_new(ch, chunk_choice(x, NULL, x->chat ? NULL : "", 0, NULL, lp));
+        json_object_set_new(o, "choices", ch);
+        return out_sse(x, o);
+    }
+    int r = 0;
+    for (size_t i = 0; i < n && r == 0; i++) {
+        json_t *o = envelope(x, true), *ch = json_array();
+        json_array_append_new(ch, chunk_choice_kind(x, NULL, parts[i].text, parts[i].len, NULL,
+                                                    i == 0 ? lp : NULL,
+                                                    parts[i].kind == REASONING_PART_REASONING));
+        json_object_set_new(o, "choices", ch);
+        r = out_sse(x, o);
+    }
+    return r;
+}
+
+static int append(char **buf, size_t *len, const char *t, size_t n)
+{
+    if (!n)
+        return 0;
+    char *nb = realloc(*buf, *len + n + 1);
+    if (!nb)
+        return -ENOMEM;
+    memcpy(nb + *len, t, n);
+    *len += n;
+    nb[*len] = 0;
+    *buf = nb;
+    return 0;
+}
+
+/* Non-streamed: adds the parts to content or reasoning. */
+static int keep_parts(gen_t *x, const reasoning_part_t *parts, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int r = parts[i].kind == REASONING_PART_REASONING
+                    ? append(&x->think, &x->think_len, parts[i].text, parts[i].len)
+                    : append(&x->text, &x->text_len, parts[i].text, parts[i].len);
+        if (r < 0)
+            return r;
+    }
+    return 0;
 }
 
 /* Appends `data: <json>\n\n` (steals o). */
@@ -258,11 +342,21 @@ static int stream_produce(gen_t *x)
                 completion_logprob_add(lp, x, &ev);
             }
         }
-        json_t *o = envelope(x, true), *ch = json_array();
-        json_array_append_new(ch, chunk_choice(x, NULL, ev.text ? ev.text : "", ev.len, NULL, lp));
-        json_object_set_new(o, "choices", ch);
+        const reasoning_part_t *parts;
+        reasoning_part_t one;
+        size_t n = 0;
+        int r = split_text(x, ev.text ? ev.text : "", ev.len, false, &parts, &n, &one);
+        if (r == 0)
+            r = out_parts(x, parts, n, lp);
         sched_event_clear(&ev);
-        return out_sse(x, o);
+        return r;
+    }
+    if (x->split) { /* whatever the split still holds goes out before the end */
+        const reasoning_part_t *parts;
+        reasoning_part_t one;
+        size_t n = 0;
+        if (split_text(x, NULL, 0, true, &parts, &n, &one) == 0)
+            out_parts(x, parts, n, NULL);
     }
     if (ev.kind == SCHED_EV_ERROR) {
         out_sse(x, error_json(ev.error, ev.message));
@@ -326,19 +420,18 @@ static int answer_blocking(gen_t *x, struct MHD_Response **ret, api_gen_error_t 
             continue;
         if (ev.kind != SCHED_EV_TEXT)
             break;
-        if (ev.len) {
-            char *nt = realloc(x->text, x->text_len + ev.len + 1);
-            if (!nt) {
-                sched_event_clear(&ev);
-                err->status = 503;
-                err->type = "server_error";
-                snprintf(err->message, sizeof(err->message), "out of memory");
-                return -ENOMEM;
-            }
-            x->text = nt;
-            memcpy(x->text + x->text_len, ev.text, ev.len);
-            x->text_len += ev.len;
-            x->text[x->text_len] = 0;
+        const reasoning_part_t *parts;
+        reasoning_part_t one;
+        size_t n = 0;
+        int r = split_text(x, ev.text ? ev.text : "", ev.len, false, &parts, &n, &one);
+        if (r == 0)
+            r = keep_parts(x, parts, n);
+        if (r < 0) {
+            sched_event_clear(&ev);
+            err->status = 503;
+            err->type = "server_error";
+            snprintf(err->message, sizeof(err->message), "out of memory");
+            return -ENOMEM;
         }
         if (x->lp_content) {
             if (x->chat)
@@ -347,6 +440,13 @@ static int answer_blocking(gen_t *x, struct MHD_Response **ret, api_gen_error_t 
                 completion_logprob_add(x->lp_content, x, &ev);
         }
         sched_event_clear(&ev);
+    }
+    if (x->split) {
+        const reasoning_part_t *parts;
+        reasoning_part_t one;
+        size_t n = 0;
+        if (split_text(x, NULL, 0, true, &parts, &n, &one) == 0)
+            keep_parts(x, parts, n);
     }
     if (ev.kind == SCHED_EV_ERROR) {
         err->status = ev.error == -ESHUTDOWN || ev.error == -ENOMEM ? 503 : 500;
@@ -361,6 +461,8 @@ static int answer_blocking(gen_t *x, struct MHD_Response **ret, api_gen_error_t 
         json_t *m = json_object();
         json_object_set_new(m, "role", json_string("assistant"));
         json_object_set_new(m, "content", json_stringn(text, x->text_len));
+        if (x->think_len)
+            json_object_set_new(m, "reasoning_content", json_stringn(x->think, x->think_len));
         json_object_set_new(c, "message", m);
         if (x->lp_content) {
             json_t *lp = json_object();
@@ -410,13 +512,35 @@ static int prompt_ids(const api_gen_ctx_t *g, const api_request_t *req, int32_t 
      * (a raw completion prompt written in the model's own chat format works). */
     unsigned flags = TOKENIZER_PARSE_SPECIAL | TOKENIZER_ADD_SPECIAL;
     const char *text = req->prompt;
+    char *rendered = NULL;
     if (req->kind == API_CHAT) {
-        err->status = 501;
-        err->type = "server_error";
-        snprintf(err->message, sizeof(err->message), "chat templates are not wired yet");
-        return -ENOSYS;
+        if (!g->chat) {
+            err->status = 400;
+            err->type = "invalid_request_error";
+            snprintf(err->message, sizeof(err->message), "%s",
+                     g->chat_error ? g->chat_error : "this model has no chat template");
+            return -ENOTSUP;
+        }
+        chat_msg_t *msgs = calloc(req->n_messages, sizeof(*msgs));
+        if (!msgs)
+            return -ENOMEM;
+        for (size_t i = 0; i < req->n_messages; i++)
+            msgs[i] = (chat_msg_t){req->messages[i].role, req->messages[i].content};
+        chat_opts_t opts = {.add_generation_prompt = true, .enable_thinking = true};
+        size_t rl = 0;
+        int r = chat_render(g->chat, msgs, req->n_messages, &opts, &rendered, &rl);
+        free(msgs);
+        if (r < 0) {
+            err->status = r == -ENOMEM ? 503 : 400;
+            err->type = r == -ENOMEM ? "server_error" : "invalid_request_error";
+            snprintf(err->message, sizeof(err->message), "the messages could not be rendered "
+                     "with the model's chat template");
+            return r;
+        }
+        text = rendered;
     }
     int r = tokenizer_encode_alloc(g->tok, text, strlen(text), flags, ret_ids, ret_n);
+    free(rendered);
     if (r < 0)
         return r;
     if (*ret_n == 0) {
@@ -435,6 +559,7 @@ int api_generate(const api_gen_ctx_t *g, api_request_t *req, uid_t uid,
     int32_t *ids = NULL;
     size_t n_ids = 0;
     err->retry_after = NULL;
+    err->status = 0;
     int r = prompt_ids(g, req, &ids, &n_ids, err);
     if (r < 0) {
         if (!err->status) {
@@ -474,6 +599,21 @@ int api_generate(const api_gen_ctx_t *g, api_request_t *req, uid_t uid,
     x->created = (int64_t)time(NULL);
     x->deadline_ns = mono_ns() + (uint64_t)g->request_timeout_s * 1000000000ull;
     make_id(x->id, sizeof(x->id), x->chat ? "chatcmpl-" : "cmpl-");
+    if (x->chat) {
+        chat_opts_t opts = {.add_generation_prompt = true, .enable_thinking = true};
+        enum reasoning_format fmt = reasoning_format_for_family((int)g->chat->family);
+        r = fmt == REASONING_NONE
+                ? 0
+                : reasoning_new(fmt, chat_starts_in_reasoning(g->chat, &opts), &x->split);
+        if (r < 0) {
+            free(ids);
+            gen_free(x);
+            err->status = 503;
+            err->type = "server_error";
+            snprintf(err->message, sizeof(err->message), "out of memory");
+            return r;
+        }
+    }
     r = sched_submit(g->sched, ids, n_ids, &p, uid, &x->r);
     free(ids);
     if (r < 0) {

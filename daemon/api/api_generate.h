@@ -8,12 +8,14 @@
 
 #include "api/api_request.h"
 #include "sched/scheduler.h"
+#include "text/chat.h"
 #include "text/tokenizer.h"
 
 typedef struct api_gen_ctx {
     sched_t *sched;
     const tokenizer_t *tok;
-    const void *chat;        /* chat template (text/chat.h), NULL: chat requests refused */
+    const chat_template_t *chat; /* NULL: chat requests refused with chat_error */
+    const char *chat_error;      /* why the model has no usable chat template */
     const char *model_id;
     uint32_t max_tokens;     /* server cap and default */
     uint32_t request_timeout_s;
