@@ -117,6 +117,62 @@ static int activated_socket(const log_ctx_t *log)
     return fd;
 }
 
+typedef struct daemon_ctx {
+    sched_t *sched;
+    engine_t *engine;
+} daemon_ctx_t;
+
+/* Scheduler and engine figures for /metrics (Prometheus text). */
+static void metrics_extra(void *userdata, char *buf, size_t len)
+{
+    daemon_ctx_t *d = userdata;
+    if (!d->sched)
+        return;
+    sched_stats_t ss;
+    engine_stats_t es;
+    sched_get_stats(d->sched, &ss);
+    engine_stats(d->engine, &es);
+    snprintf(buf, len,
+             "# HELP moed_queue_length Requests waiting for a sequence slot.\n"
+             "# TYPE moed_queue_length gauge\nmoed_queue_length %u\n"
+             "# HELP moed_active_sequences Sequences being decoded.\n"
+             "# TYPE moed_active_sequences gauge\nmoed_active_sequences %u\n"
+             "# HELP moed_generations_total Generation requests ended, by outcome.\n"
+             "# TYPE moed_generations_total counter\n"
+             "moed_generations_total{outcome=\"done\"} %llu\n"
+             "moed_generations_total{outcome=\"cancelled\"} %llu\n"
+             "moed_generations_total{outcome=\"failed\"} %llu\n"
+             "# HELP moed_tokens_total Tokens processed, by kind.\n"
+             "# TYPE moed_tokens_total counter\n"
+             "moed_tokens_total{kind=\"prompt\"} %llu\n"
+             "moed_tokens_total{kind=\"completion\"} %llu\n"
+             "# HELP moed_engine_steps_total Engine forward steps.\n"
+             "# TYPE moed_engine_steps_total counter\nmoed_engine_steps_total %llu\n"
+             "# HELP moed_expert_cache_total Expert cache look-ups, by result.\n"
+             "# TYPE moed_expert_cache_total counter\n"
+             "moed_expert_cache_total{result=\"hit\"} %llu\n"
+             "moed_expert_cache_total{result=\"miss\"} %llu\n"
+             "# HELP moed_streamed_bytes_total Expert bytes read from storage.\n"
+             "# TYPE moed_streamed_bytes_total counter\nmoed_streamed_bytes_total %llu\n",
+             ss.queued, ss.active, (unsigned long long)ss.requests_done,
+             (unsigned long long)ss.requests_cancelled, (unsigned long long)ss.requests_failed,
+             (unsigned long long)ss.prompt_tokens, (unsigned long long)ss.completion_tokens,
+             (unsigned long long)es.steps, (unsigned long long)es.expert_hits,
+             (unsigned long long)es.expert_misses, (unsigned long long)es.bytes_streamed);
+}
+
+/* Device and load for /health (JSON members). */
+static void health_extra(void *userdata, char *buf, size_t len)
+{
+    daemon_ctx_t *d = userdata;
+    if (!d->sched)
+        return;
+    sched_stats_t ss;
+    sched_get_stats(d->sched, &ss);
+    snprintf(buf, len, "\"device\":\"%s\",\"queued\":%u,\"active\":%u", d->engine->device,
+             ss.queued, ss.active);
+}
+
 static int run(int argc, char **argv)
 {
     settings_t st;
@@ -132,6 +188,7 @@ static int run(int argc, char **argv)
     tokenizer_t *tok = NULL;
     engine_t *eng = NULL;
     sched_t *sched = NULL;
+    daemon_ctx_t dctx = {0};
 
     /* Signals are blocked before any thread starts, so every thread inherits the mask and
      * they arrive only through the signalfd of the main loop. */
@@ -249,6 +306,7 @@ static int run(int argc, char **argv)
         .gen = {.tok = tok, .chat = have_chat ? &chat : NULL, .chat_error = chat_err,
                 .model_id = m->name, .max_tokens = st.max_tokens,
                 .request_timeout_s = st.request_timeout},
+        .ops = {.userdata = &dctx, .metrics = metrics_extra, .health = health_extra},
     };
     r = api_server_new(&cfg, listen_fd, &srv, err, sizeof(err));
     if (r < 0) {
@@ -270,6 +328,8 @@ static int run(int argc, char **argv)
         log_err(&log, "scheduler: %s", strerror(-r));
         goto out;
     }
+    dctx.engine = eng;
+    dctx.sched = sched;
     api_server_set_generator(srv, sched);
     api_server_set_ready(srv, true);
     log_notice(&log, "engine: %s", eng->device);

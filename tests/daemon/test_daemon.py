@@ -63,6 +63,17 @@ def stop(p):
         raise AssertionError("moed ignored SIGTERM for 20 s")
 
 
+def metrics(sock):
+    s, h, b = request(sock, "GET", "/metrics")
+    assert s == 200, s
+    vals = {}
+    for line in b.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, v = line.rsplit(" ", 1)
+            vals[name] = float(v)
+    return vals
+
+
 def check_error(status, body, want_status, want_param=None):
     assert status == want_status, f"status {status}, want {want_status}: {body!r}"
     e = json.loads(body)["error"]
@@ -125,10 +136,22 @@ def malformed_and_out_of_range_bodies_are_400(env):
 
 @case
 def body_over_the_limit_is_413(env):
-    big = b'{"prompt":"' + b"a" * (2 << 20) + b'"}'
-    s, h, b = request(env.sock, "POST", "/v1/completions", big,
-                      {"Content-Type": "application/json"})
-    check_error(s, b, 413)
+    # As curl does for a large body: headers with Expect: 100-continue, and the answer comes
+    # before any of the body is sent.
+    so = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    so.connect(env.sock)
+    so.send(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % (2 << 20))
+    resp = b""
+    while b"\r\n\r\n" not in resp or not resp.rstrip().endswith(b"}"):
+        part = so.recv(65536)
+        if not part:
+            break
+        resp += part
+    so.close()
+    head, _, body = resp.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), head
+    check_error(413, body, 413)
     # Chunked, with no Content-Length: refused once it passes the limit.
     c = UnixConn(env.sock)
     c.putrequest("POST", "/v1/completions")
@@ -219,6 +242,154 @@ def bad_settings_are_refused_with_the_reason(env):
     p = subprocess.run([MOED, "--config=/dev/null", "--ctx=abc"], capture_output=True,
                        text=True, timeout=20)
     assert p.returncode == 2 and "ctx" in p.stderr, (p.returncode, p.stderr)
+
+
+def post_json(sock, path, obj):
+    s, h, b = request(sock, "POST", path, json.dumps(obj).encode(),
+                      {"Content-Type": "application/json"})
+    return s, h, b
+
+
+def stream_events(sock, path, obj):
+    """Returns (chunks, raw lines) of an SSE answer; asserts the framing."""
+    s, h, b = post_json(sock, path, obj)
+    assert s == 200, (s, b)
+    assert h["Content-Type"].startswith("text/event-stream"), h
+    chunks, done = [], False
+    for block in b.decode().split("\n\n"):
+        if not block:
+            continue
+        assert not done, "data after [DONE]"
+        if block.startswith(":"):
+            continue
+        assert block.startswith("data: "), block
+        if block == "data: [DONE]":
+            done = True
+            continue
+        chunks.append(json.loads(block[6:]))
+    assert done, "no [DONE]"
+    return chunks
+
+
+def moe_run_text(env, prompt, n):
+    """The greedy text `moe run` generates, through `moe detokenize` (the same incremental
+    UTF-8-safe detokenizer the API uses)."""
+    r = subprocess.run([MOE, "run", "--model", env.model, "--prompt", prompt, "-n", str(n),
+                        "--json"], capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    ids = [str(st["id"]) for st in json.loads(r.stdout)["steps"]]
+    d = subprocess.run([MOE, "detokenize", "--model", env.model, *ids], capture_output=True,
+                       timeout=60)
+    assert d.returncode == 0, d.stderr
+    return d.stdout.decode("utf-8")
+
+
+@case
+def greedy_completion_equals_moe_run_blocking_and_streamed(env):
+    want = moe_run_text(env, "Once upon a time", 16)
+    s, h, b = post_json(env.sock, "/v1/completions",
+                        {"prompt": "Once upon a time", "max_tokens": 16, "temperature": 0})
+    assert s == 200, b
+    d = json.loads(b)
+    assert d["object"] == "text_completion" and d["id"].startswith("cmpl-"), d
+    c = d["choices"][0]
+    assert c["text"] == want, (c["text"], want)
+    assert c["finish_reason"] == "length", c
+    u = d["usage"]
+    assert u["completion_tokens"] == 16 and u["total_tokens"] == u["prompt_tokens"] + 16, u
+    chunks = stream_events(env.sock, "/v1/completions",
+                           {"prompt": "Once upon a time", "max_tokens": 16, "temperature": 0,
+                            "stream": True, "stream_options": {"include_usage": True}})
+    text = "".join(ch["choices"][0]["text"] for ch in chunks if ch["choices"])
+    assert text == want, (text, want)
+    assert chunks[-2]["choices"][0]["finish_reason"] == "length", chunks[-2]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == u, chunks[-1]
+    assert len({ch["id"] for ch in chunks}) == 1
+
+
+@case
+def chat_streamed_equals_blocking(env):
+    req = {"messages": [{"role": "system", "content": "be brief"},
+                        {"role": "user", "content": "hello"}],
+           "max_tokens": 12, "temperature": 0}
+    s, h, b = post_json(env.sock, "/v1/chat/completions", req)
+    assert s == 200, b
+    d = json.loads(b)
+    assert d["object"] == "chat.completion", d
+    msg = d["choices"][0]["message"]
+    assert msg["role"] == "assistant", msg
+    chunks = stream_events(env.sock, "/v1/chat/completions", dict(req, stream=True))
+    assert chunks[0]["object"] == "chat.completion.chunk", chunks[0]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant", chunks[0]
+    content = "".join(ch["choices"][0]["delta"].get("content", "") for ch in chunks)
+    reasoning = "".join(ch["choices"][0]["delta"].get("reasoning_content", "") for ch in chunks)
+    assert content == msg["content"], (content, msg)
+    assert reasoning == msg.get("reasoning_content", ""), (reasoning, msg)
+
+
+@case
+def seeded_sampling_repeats_and_stop_strings_cut(env):
+    req = {"prompt": "abc", "max_tokens": 12, "temperature": 0.9, "seed": 7}
+    a = json.loads(post_json(env.sock, "/v1/completions", req)[2])["choices"][0]["text"]
+    b = json.loads(post_json(env.sock, "/v1/completions", req)[2])["choices"][0]["text"]
+    assert a == b, (a, b)
+    full = json.loads(post_json(env.sock, "/v1/completions",
+                                {"prompt": "abc", "max_tokens": 12, "temperature": 0})[2])
+    text = full["choices"][0]["text"]
+    assert len(text) >= 4, text
+    stop = text[2:4]
+    cut = json.loads(post_json(env.sock, "/v1/completions",
+                               {"prompt": "abc", "max_tokens": 12, "temperature": 0,
+                                "stop": [stop]})[2])
+    c = cut["choices"][0]
+    assert c["text"] == text[:text.index(stop)], (c, text, stop)
+    assert c["finish_reason"] == "stop", c
+
+
+@case
+def thirty_two_concurrent_streams_all_complete(env):
+    import threading
+    results = []
+
+    def one(i):
+        try:
+            chunks = stream_events(env.sock, "/v1/completions",
+                                   {"prompt": f"client {i}", "max_tokens": 6,
+                                    "temperature": 0, "stream": True})
+            results.append(chunks[-1]["choices"][0]["finish_reason"])
+        except Exception as e:  # noqa: BLE001 - counted below
+            results.append(repr(e))
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(32)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    assert len(results) == 32 and all(r in ("length", "stop") for r in results), results
+
+
+@case
+def a_client_leaving_mid_stream_frees_its_sequence(env):
+    so = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    so.connect(env.sock)
+    body = json.dumps({"prompt": "x", "max_tokens": 2000, "stream": True}).encode()
+    so.send(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    got = b""
+    while b"data: " not in got:
+        part = so.recv(4096)
+        assert part, got
+        got += part
+    so.close()
+    # The daemon keeps serving, the abandoned request is cancelled and its sequence freed.
+    s, h, b = post_json(env.sock, "/v1/completions", {"prompt": "y", "max_tokens": 2})
+    assert s == 200, b
+    for _ in range(100):
+        m = metrics(env.sock)
+        if m["moed_active_sequences"] == 0 and m['moed_generations_total{outcome="cancelled"}'] >= 1:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"sequence not freed: {m}")
 
 
 class Skip(Exception):
