@@ -392,6 +392,24 @@ def a_client_leaving_mid_stream_frees_its_sequence(env):
         raise AssertionError(f"sequence not freed: {m}")
 
 
+@case
+def the_openai_npm_package_streams_a_chat(env):
+    sdk = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sdk")
+    if not os.path.isdir(os.path.join(sdk, "node_modules", "openai")):
+        raise Skip("tests/daemon/sdk/node_modules missing (tools/setup installs it)")
+    r = subprocess.run(["node", os.path.join(sdk, "chat_stream.mjs"), env.sock],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    s, h, b = post_json(env.sock, "/v1/chat/completions",
+                        {"messages": [{"role": "user", "content": "Say hello."}],
+                         "max_tokens": 8, "temperature": 0})
+    want = json.loads(b)["choices"][0]["message"]["content"]
+    assert got["content"] == want, (got, want)
+    assert got["finish"] in ("length", "stop") and got["usage"]["completion_tokens"] >= 1, got
+    assert got["error_status"] == 400, got
+
+
 class Skip(Exception):
     pass
 
