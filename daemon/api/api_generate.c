@@ -358,7 +358,10 @@ static int stream_produce(gen_t *x)
         if (split_text(x, NULL, 0, true, &parts, &n, &one) == 0)
             out_parts(x, parts, n, NULL);
     }
-    if (ev.kind == SCHED_EV_ERROR) {
+    if (ev.kind == SCHED_EV_DONE && ev.finish == SCHED_FINISH_CANCELLED) {
+        /* Only the server cancels a request whose client is still reading: shutdown. */
+        out_sse(x, error_json(-ESHUTDOWN, "the request was ended: moed is shutting down"));
+    } else if (ev.kind == SCHED_EV_ERROR) {
         out_sse(x, error_json(ev.error, ev.message));
     } else {
         json_t *o = envelope(x, true), *ch = json_array();
@@ -447,6 +450,14 @@ static int answer_blocking(gen_t *x, struct MHD_Response **ret, api_gen_error_t 
         size_t n = 0;
         if (split_text(x, NULL, 0, true, &parts, &n, &one) == 0)
             keep_parts(x, parts, n);
+    }
+    if (ev.kind == SCHED_EV_DONE && ev.finish == SCHED_FINISH_CANCELLED) {
+        err->status = 503;
+        err->type = "server_error";
+        err->retry_after = "5";
+        snprintf(err->message, sizeof(err->message),
+                 "the request was ended: moed is shutting down");
+        return -ESHUTDOWN;
     }
     if (ev.kind == SCHED_EV_ERROR) {
         err->status = ev.error == -ESHUTDOWN || ev.error == -ENOMEM ? 503 : 500;

@@ -410,6 +410,58 @@ def the_openai_npm_package_streams_a_chat(env):
     assert got["error_status"] == 400, got
 
 
+@case
+def a_full_queue_answers_429_with_retry_after(env):
+    import threading
+    sock = os.path.join(env.dir, "q.sock")
+    p = start(env.model, sock, "--queue=1", "--parallel=1", "--allow-users=root")
+    try:
+        statuses = []
+
+        def one():
+            s, h, b = post_json(sock, "/v1/completions",
+                                {"prompt": "q", "max_tokens": 40, "temperature": 0})
+            statuses.append((s, h.get("Retry-After"), b))
+        ts = [threading.Thread(target=one) for _ in range(6)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(120)
+        codes = sorted(x[0] for x in statuses)
+        assert 200 in codes and 429 in codes and set(codes) <= {200, 429}, codes
+        for s, ra, b in statuses:
+            if s == 429:
+                check_error(s, b, 429)
+                assert ra and ra.isdigit(), ra
+    finally:
+        stop(p)
+
+
+@case
+def sigterm_ends_in_flight_streams_cleanly_and_exits_zero(env):
+    import threading
+    sock = os.path.join(env.dir, "t.sock")
+    p = start(env.model, sock, "--allow-users=root")
+    out = {}
+
+    def stream():
+        try:
+            out["chunks"] = stream_events(sock, "/v1/completions",
+                                          {"prompt": "z", "max_tokens": 4000, "stream": True})
+        except Exception as e:  # noqa: BLE001
+            out["error"] = repr(e)
+    t = threading.Thread(target=stream)
+    t.start()
+    time.sleep(1.0)
+    p.send_signal(signal.SIGTERM)
+    rc = p.wait(timeout=30)
+    t.join(30)
+    assert rc == 0, rc
+    assert "chunks" in out, out  # the stream ended with [DONE], not a cut connection
+    last = out["chunks"][-1]
+    assert last.get("error", {}).get("code") == 503, last  # ended, and told why
+
+
 class Skip(Exception):
     pass
 
