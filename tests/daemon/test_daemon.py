@@ -447,7 +447,8 @@ def sigterm_ends_in_flight_streams_cleanly_and_exits_zero(env):
     def stream():
         try:
             out["chunks"] = stream_events(sock, "/v1/completions",
-                                          {"prompt": "z", "max_tokens": 4000, "stream": True})
+                                          {"prompt": "hi there", "max_tokens": 4000,
+                                           "temperature": 0, "stream": True})
         except Exception as e:  # noqa: BLE001
             out["error"] = repr(e)
     t = threading.Thread(target=stream)
