@@ -359,6 +359,8 @@ static int run(int argc, char **argv)
     /* Graceful: no new requests, running ones get a few seconds to finish, then every
      * connection thread has its final event and the server can stop. */
     sched_stop(sched, 5000);
+    if (api_server_drain(srv, 5000) < 0)
+        log_warning(&log, "some clients did not read their last events in time");
     ret = 0;
 out:
     if (sched)

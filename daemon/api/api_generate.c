@@ -64,6 +64,8 @@ static void gen_free(gen_t *x)
 {
     if (!x)
         return;
+    if (x->g.live)
+        atomic_fetch_sub(x->g.live, 1);
     sched_req_release(x->r);
     free(x->out);
     free(x->text);
@@ -594,6 +596,7 @@ int api_generate(const api_gen_ctx_t *g, api_request_t *req, uid_t uid,
         .n_stop = req->n_stop,
         .logprobs = req->logprobs,
         .top_logprobs = req->top_logprobs,
+        .ignore_eos = req->ignore_eos,
     };
     for (size_t i = 0; i < req->n_stop; i++)
         p.stop[i] = req->stop[i];
@@ -603,6 +606,8 @@ int api_generate(const api_gen_ctx_t *g, api_request_t *req, uid_t uid,
         return -ENOMEM;
     }
     x->g = *g;
+    if (g->live)
+        atomic_fetch_add(g->live, 1);
     x->chat = req->kind == API_CHAT;
     x->stream = req->stream;
     x->include_usage = req->include_usage;

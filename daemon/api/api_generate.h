@@ -4,6 +4,7 @@
  * Runs in the connection's thread; never touches the engine. */
 #pragma once
 #include <microhttpd.h>
+#include <stdatomic.h>
 #include <sys/types.h>
 
 #include "api/api_request.h"
@@ -19,6 +20,7 @@ typedef struct api_gen_ctx {
     const char *model_id;
     uint32_t max_tokens;     /* server cap and default */
     uint32_t request_timeout_s;
+    atomic_uint *live;       /* generation answers not yet finished (for a clean stop) */
 } api_gen_ctx_t;
 
 /* Status and body of an error answer, filled when api_generate returns < 0. */

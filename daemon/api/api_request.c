@@ -262,7 +262,8 @@ static int parse_fields(json_t *o, enum api_kind kind, uint32_t cap, api_request
     }
     if ((rc = parse_stop(o, r, e)) < 0)
         return rc;
-    if ((rc = get_bool(o, "stream", &r->stream, e)) < 0)
+    if ((rc = get_bool(o, "stream", &r->stream, e)) < 0 ||
+        (rc = get_bool(o, "ignore_eos", &r->ignore_eos, e)) < 0)
         return rc;
     if ((v = json_object_get(o, "stream_options")) && !json_is_null(v)) {
         if (!json_is_object(v))

@@ -43,6 +43,8 @@ typedef struct api_request {
     bool include_usage;     /* stream_options.include_usage */
     bool logprobs;
     uint32_t top_logprobs;  /* [0, 20] */
+    bool ignore_eos;        /* llama.cpp's extension: generate past end-of-generation tokens
+                             * (benchmarks want exactly max_tokens) */
 } api_request_t;
 
 /* An error a client caused: HTTP status, OpenAI error type, the offending parameter. */

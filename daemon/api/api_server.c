@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_ALLOW 64
@@ -27,6 +28,7 @@ struct api_server {
     struct MHD_Daemon *mhd;
     atomic_bool ready;
     atomic_uint connections;
+    atomic_uint live; /* generation answers in progress */
     api_metrics_t metrics;
     uid_t allow_uid[MAX_ALLOW];
     size_t n_allow_uid;
@@ -424,6 +426,7 @@ int api_server_new(const api_server_config_t *cfg, int listen_fd, api_server_t *
     if (!s)
         return -ENOMEM;
     s->cfg = *cfg;
+    s->cfg.gen.live = &s->live;
     const settings_t *st = cfg->settings;
     int r = parse_ids(st->allow_users, true, (unsigned *)s->allow_uid, &s->n_allow_uid);
     if (r < 0) {
@@ -460,6 +463,17 @@ int api_server_new(const api_server_config_t *cfg, int listen_fd, api_server_t *
 fail:
     free(s);
     return r;
+}
+
+int api_server_drain(api_server_t *s, int timeout_ms)
+{
+    if (s->mhd)
+        MHD_quiesce_daemon(s->mhd);
+    for (int waited = 0; atomic_load(&s->live) && waited < timeout_ms; waited += 10) {
+        struct timespec ts = {0, 10 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return atomic_load(&s->live) ? -ETIMEDOUT : 0;
 }
 
 api_server_t *api_server_free(api_server_t *s)

@@ -46,6 +46,10 @@ typedef struct api_server api_server_t;
  * server answers 503 to everything but /health until api_server_set_ready(s, true). */
 int api_server_new(const api_server_config_t *cfg, int listen_fd, api_server_t **ret,
                    char *err, size_t errlen);
+/* Stops accepting connections and waits up to timeout_ms for every generation answer in
+ * progress to be written to its end (its final event and [DONE]). -ETIMEDOUT if some were
+ * still running. */
+int api_server_drain(api_server_t *s, int timeout_ms);
 /* Stops accepting and ends connections; waits for connection threads to finish. */
 api_server_t *api_server_free(api_server_t *s);
 void api_server_set_ready(api_server_t *s, bool ready);

@@ -267,7 +267,7 @@ static int emit_token_locked(sched_t *s, sched_req_t *r, const sampler_result_t 
     size_t len = 0, out_len = 0;
     if (detok_push(r->detok, res->id, &txt, &len) < 0)
         len = 0;
-    bool eog = tokenizer_is_eog(s->cfg.tok, res->id);
+    bool eog = !r->p.ignore_eos && tokenizer_is_eog(s->cfg.tok, res->id);
     int fin = sampler_stop_push(r->stop, res->id, eog, txt, len, &out, &out_len);
     if (fin < 0)
         return SAMPLER_STOP_LENGTH;

@@ -33,6 +33,7 @@ typedef struct sched_params {
     size_t n_stop;
     bool logprobs;
     uint32_t top_logprobs;
+    bool ignore_eos;
 } sched_params_t;
 
 enum sched_event_kind {

@@ -50,6 +50,7 @@ static const struct bad {
     {API_COMPLETION, "{\"prompt\":\"a\",\"n\":0}", "n"},
     {API_COMPLETION, "{\"prompt\":\"a\",\"stream\":\"yes\"}", "stream"},
     {API_COMPLETION, "{\"prompt\":\"a\",\"stream\":1}", "stream"},
+    {API_COMPLETION, "{\"prompt\":\"a\",\"ignore_eos\":\"yes\"}", "ignore_eos"},
     {API_COMPLETION, "{\"prompt\":\"a\",\"stream_options\":[]}", "stream_options"},
     {API_COMPLETION, "{\"prompt\":\"a\",\"stream_options\":{\"include_usage\":1}}",
      "include_usage"},

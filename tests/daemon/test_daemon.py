@@ -355,8 +355,9 @@ def thirty_two_concurrent_streams_all_complete(env):
         try:
             chunks = stream_events(env.sock, "/v1/completions",
                                    {"prompt": f"client {i}", "max_tokens": 6,
-                                    "temperature": 0, "stream": True})
-            results.append(chunks[-1]["choices"][0]["finish_reason"])
+                                    "ignore_eos": True, "stream": True})
+            text = "".join(c["choices"][0]["text"] for c in chunks)
+            results.append(chunks[-1]["choices"][0]["finish_reason"] if text else "empty")
         except Exception as e:  # noqa: BLE001 - counted below
             results.append(repr(e))
     ts = [threading.Thread(target=one, args=(i,)) for i in range(32)]
@@ -364,7 +365,7 @@ def thirty_two_concurrent_streams_all_complete(env):
         t.start()
     for t in ts:
         t.join(120)
-    assert len(results) == 32 and all(r in ("length", "stop") for r in results), results
+    assert results == ["length"] * 32, results
 
 
 @case
@@ -448,7 +449,7 @@ def sigterm_ends_in_flight_streams_cleanly_and_exits_zero(env):
         try:
             out["chunks"] = stream_events(sock, "/v1/completions",
                                           {"prompt": "hi there", "max_tokens": 4000,
-                                           "temperature": 0, "stream": True})
+                                           "ignore_eos": True, "stream": True})
         except Exception as e:  # noqa: BLE001
             out["error"] = repr(e)
     t = threading.Thread(target=stream)
