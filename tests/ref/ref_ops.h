@@ -37,6 +37,10 @@ void ref_attention(const float *q, const float *K, const float *V, size_t n_kv, 
  * when norm_topk, then multiplied by scale. ids[k], weights[k] in descending order. */
 void ref_route(const float *logits, size_t n_expert, size_t k, int gating_sigmoid, int norm_topk,
                float scale, int32_t *ids, float *weights);
+/* Normalized mean squared error of got against ref: sum (got - ref)^2 / sum ref^2 (the
+ * measure of GGML's test-backend-ops; 0 when equal, 1 when got is all zeros), summed in
+ * double. ref all zeros: 0 if got is too, else INFINITY. NaN anywhere gives NaN. */
+double ref_nmse(const float *ref, const float *got, size_t n);
 
 static inline float ref_sigmoid(float x)
 {
