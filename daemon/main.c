@@ -8,6 +8,7 @@
 #include <grp.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -120,7 +122,104 @@ static int activated_socket(const log_ctx_t *log)
 typedef struct daemon_ctx {
     sched_t *sched;
     engine_t *engine;
+    _Atomic uint64_t last_progress_us; /* CLOCK_MONOTONIC of the engine's last step */
 } daemon_ctx_t;
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Engine thread, after each step: the watchdog's evidence of progress. */
+static void on_progress(void *userdata)
+{
+    daemon_ctx_t *d = userdata;
+    atomic_store(&d->last_progress_us, now_us());
+}
+
+/* SIGHUP: re-reads the config file and applies what can change while running (log level,
+ * allow-lists); everything else needs a restart and is said so. */
+static void reload(const char *config, settings_t *cur, log_ctx_t *log, api_server_t *srv)
+{
+    settings_t nw;
+    char err[512];
+    uint64_t t = now_us();
+    sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)t);
+    if (settings_init(&nw) < 0)
+        goto done;
+    int r = settings_load_file(&nw, config ? config : DEFAULT_CONFIG, err, sizeof(err));
+    if (r < 0 && !(r == -ENOENT && !config)) {
+        log_err(log, "reload refused, settings unchanged: %s", err);
+        settings_clear(&nw);
+        goto done;
+    }
+    r = api_server_set_allow(srv, nw.allow_users, nw.allow_groups, err, sizeof(err));
+    if (r < 0) {
+        log_err(log, "reload: %s; allow-lists unchanged", err);
+    } else {
+        free(cur->allow_users);
+        free(cur->allow_groups);
+        cur->allow_users = nw.allow_users;
+        cur->allow_groups = nw.allow_groups;
+        nw.allow_users = nw.allow_groups = NULL;
+    }
+    log->max_level = (int)nw.log_level;
+    cur->log_level = nw.log_level;
+    cur->log_prompts = nw.log_prompts;
+    log_notice(log, "reloaded %s (log level, log-prompts, allow-lists; other settings need a "
+                    "restart)", config ? config : DEFAULT_CONFIG);
+    settings_clear(&nw);
+done:
+    sd_notify(0, "READY=1");
+}
+
+/* Waits for signals; once a second tells systemd how things stand (STATUS=) and, while the
+ * engine is idle or has stepped within the watchdog interval, that it is alive. A wedged
+ * engine (work waiting, no step) stops the pings, and systemd restarts us. */
+static int main_loop(daemon_ctx_t *d, int sfd, settings_t *st, const char *config,
+                     log_ctx_t *log, api_server_t *srv)
+{
+    uint64_t wd_usec = 0;
+    bool wd = sd_watchdog_enabled(0, &wd_usec) > 0;
+    uint64_t last_tokens = 0, last_t = now_us();
+    for (;;) {
+        struct pollfd pfd = {.fd = sfd, .events = POLLIN};
+        int n = poll(&pfd, 1, wd ? (int)(wd_usec / 2000 < 1000 ? wd_usec / 2000 : 1000) : 1000);
+        if (n < 0 && errno != EINTR)
+            return -errno;
+        if (n > 0) {
+            struct signalfd_siginfo si;
+            if (read(sfd, &si, sizeof(si)) != sizeof(si))
+                continue;
+            if (si.ssi_signo == SIGHUP) {
+                reload(config, st, log, srv);
+                continue;
+            }
+            log_notice(log, "signal %u: stopping", si.ssi_signo);
+            return 0;
+        }
+        sched_stats_t ss;
+        sched_get_stats(d->sched, &ss);
+        uint64_t t = now_us();
+        double tps = t > last_t ? (double)(ss.completion_tokens - last_tokens) * 1e6 /
+                                      (double)(t - last_t)
+                                : 0;
+        last_tokens = ss.completion_tokens;
+        last_t = t;
+        engine_stats_t es;
+        engine_stats(d->engine, &es);
+        uint64_t looks = es.expert_hits + es.expert_misses;
+        sd_notifyf(0, "STATUS=%.1f tokens/s, %u active, %u queued, expert hit rate %.1f%%", tps,
+                   ss.active, ss.queued, looks ? 100.0 * (double)es.expert_hits / (double)looks : 0);
+        if (wd) {
+            bool idle = !ss.active && !ss.queued;
+            if (idle || t - atomic_load(&d->last_progress_us) < wd_usec)
+                sd_notify(0, "WATCHDOG=1");
+        }
+    }
+}
 
 /* Scheduler and engine figures for /metrics (Prometheus text). */
 static void metrics_extra(void *userdata, char *buf, size_t len)
@@ -322,6 +421,7 @@ static int run(int argc, char **argv)
     }
     sched_config_t sc = {
         .engine = eng, .tok = tok, .queue_max = st.queue, .parallel = st.parallel,
+        .progress = on_progress, .userdata = &dctx,
     };
     r = sched_new(&sc, &sched);
     if (r < 0) {
@@ -340,21 +440,10 @@ static int run(int argc, char **argv)
     int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
     if (sfd < 0)
         goto out;
-    for (;;) {
-        struct signalfd_siginfo si;
-        if (read(sfd, &si, sizeof(si)) != sizeof(si)) {
-            if (errno == EINTR)
-                continue;
-            break;
-        }
-        if (si.ssi_signo == SIGHUP) {
-            log_notice(&log, "SIGHUP: nothing to reload yet");
-            continue;
-        }
-        log_notice(&log, "signal %u: stopping", si.ssi_signo);
-        break;
-    }
+    r = main_loop(&dctx, sfd, &st, config, &log, srv);
     close(sfd);
+    if (r < 0)
+        goto out;
     sd_notify(0, "STOPPING=1");
     /* Graceful: no new requests, running ones get a few seconds to finish, then every
      * connection thread has its final event and the server can stop. */

@@ -13,6 +13,7 @@
 #include <grp.h>
 #include <inttypes.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@ struct api_server {
     atomic_uint connections;
     atomic_uint live; /* generation answers in progress */
     api_metrics_t metrics;
+    pthread_rwlock_t allow_lock; /* SIGHUP may replace the lists while peers connect */
     uid_t allow_uid[MAX_ALLOW];
     size_t n_allow_uid;
     gid_t allow_gid[MAX_ALLOW];
@@ -103,7 +105,7 @@ static int parse_ids(const char *list, bool users, unsigned *ids, size_t *n)
     return r;
 }
 
-static bool peer_allowed(const api_server_t *s, const struct ucred *c)
+static bool peer_allowed_locked(const api_server_t *s, const struct ucred *c)
 {
     if (s->allow_all || c->uid == 0 || c->uid == getuid())
         return true;
@@ -130,6 +132,42 @@ static bool peer_allowed(const api_server_t *s, const struct ucred *c)
             if (s->allow_gid[i] == groups[g])
                 return true;
     return false;
+}
+
+static bool peer_allowed(api_server_t *s, const struct ucred *c)
+{
+    pthread_rwlock_rdlock(&s->allow_lock);
+    bool ok = peer_allowed_locked(s, c);
+    pthread_rwlock_unlock(&s->allow_lock);
+    return ok;
+}
+
+int api_server_set_allow(api_server_t *s, const char *users, const char *groups, char *err,
+                         size_t errlen)
+{
+    uid_t uids[MAX_ALLOW];
+    gid_t gids[MAX_ALLOW];
+    size_t nu = 0, ng = 0;
+    int r = parse_ids(users, true, (unsigned *)uids, &nu);
+    if (r < 0) {
+        snprintf(err, errlen, "allow-users: '%s': %s", users,
+                 r == -ENOENT ? "unknown user" : strerror(-r));
+        return r;
+    }
+    r = parse_ids(groups, false, (unsigned *)gids, &ng);
+    if (r < 0) {
+        snprintf(err, errlen, "allow-groups: '%s': %s", groups,
+                 r == -ENOENT ? "unknown group" : strerror(-r));
+        return r;
+    }
+    pthread_rwlock_wrlock(&s->allow_lock);
+    memcpy(s->allow_uid, uids, nu * sizeof(*uids));
+    s->n_allow_uid = nu;
+    memcpy(s->allow_gid, gids, ng * sizeof(*gids));
+    s->n_allow_gid = ng;
+    s->allow_all = !nu && !ng;
+    pthread_rwlock_unlock(&s->allow_lock);
+    return 0;
 }
 
 /* ---- responses ---- */
@@ -428,19 +466,10 @@ int api_server_new(const api_server_config_t *cfg, int listen_fd, api_server_t *
     s->cfg = *cfg;
     s->cfg.gen.live = &s->live;
     const settings_t *st = cfg->settings;
-    int r = parse_ids(st->allow_users, true, (unsigned *)s->allow_uid, &s->n_allow_uid);
-    if (r < 0) {
-        snprintf(err, errlen, "allow-users: '%s': %s", st->allow_users,
-                 r == -ENOENT ? "unknown user" : strerror(-r));
+    pthread_rwlock_init(&s->allow_lock, NULL);
+    int r = api_server_set_allow(s, st->allow_users, st->allow_groups, err, errlen);
+    if (r < 0)
         goto fail;
-    }
-    r = parse_ids(st->allow_groups, false, (unsigned *)s->allow_gid, &s->n_allow_gid);
-    if (r < 0) {
-        snprintf(err, errlen, "allow-groups: '%s': %s", st->allow_groups,
-                 r == -ENOENT ? "unknown group" : strerror(-r));
-        goto fail;
-    }
-    s->allow_all = !s->n_allow_uid && !s->n_allow_gid;
 
     /* Thread per connection: a streamed answer blocks on its token queue in its own thread.
      * The connection limit bounds those threads (queue + parallel + a margin for health and
@@ -485,6 +514,7 @@ api_server_t *api_server_free(api_server_t *s)
         MHD_quiesce_daemon(s->mhd);
         MHD_stop_daemon(s->mhd);
     }
+    pthread_rwlock_destroy(&s->allow_lock);
     free(s);
     return NULL;
 }

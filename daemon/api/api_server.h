@@ -53,6 +53,11 @@ int api_server_drain(api_server_t *s, int timeout_ms);
 /* Stops accepting and ends connections; waits for connection threads to finish. */
 api_server_t *api_server_free(api_server_t *s);
 void api_server_set_ready(api_server_t *s, bool ready);
+/* Replaces the allow-lists (comma-separated names or ids); connections opened from now on
+ * are checked against the new lists. -ENOENT (unknown name) with a reason; nothing changes
+ * then. */
+int api_server_set_allow(api_server_t *s, const char *users, const char *groups, char *err,
+                         size_t errlen);
 /* Generation goes to sched from now on (set before ready). */
 void api_server_set_generator(api_server_t *s, sched_t *sched);
 api_metrics_t *api_server_metrics(api_server_t *s);

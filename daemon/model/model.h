@@ -110,6 +110,86 @@ typedef struct model {
     uint64_t resident_bytes;          /* every other tensor */
 } model_t;
 
+/* Tensor roles: one entry per tensor a layer (or the model) can have. arch.c maps each
+ * role to its GGUF name, expected shape and allowed types for an architecture, so model_load
+ * (which checks a file) and mkmodel (which writes one) share one table. */
+enum model_role {
+    MODEL_ROLE_TOK_EMBD,    /* token_embd.weight            [n_embd, n_vocab] */
+    MODEL_ROLE_OUTPUT_NORM, /* output_norm.weight           [n_embd] */
+    MODEL_ROLE_OUTPUT,      /* output.weight                [n_embd, n_vocab] (optional: tied) */
+    MODEL_ROLE_ATTN_NORM,   /* blk.N.attn_norm.weight       [n_embd] */
+    MODEL_ROLE_WQ,          /* blk.N.attn_q.weight          [n_embd, n_head*head_dim_k] */
+    MODEL_ROLE_WK,          /* blk.N.attn_k.weight          [n_embd, n_head_kv*head_dim_k] */
+    MODEL_ROLE_WV,          /* blk.N.attn_v.weight          [n_embd, n_head_kv*head_dim_v] */
+    MODEL_ROLE_WO,          /* blk.N.attn_output.weight     [n_head*head_dim_v, n_embd] */
+    MODEL_ROLE_BQ,          /* blk.N.attn_q.bias            [n_head*head_dim_k] (optional) */
+    MODEL_ROLE_BK,          /* blk.N.attn_k.bias            [n_head_kv*head_dim_k] (optional) */
+    MODEL_ROLE_BV,          /* blk.N.attn_v.bias            [n_head_kv*head_dim_v] (optional) */
+    MODEL_ROLE_Q_NORM,      /* blk.N.attn_q_norm.weight     [head_dim_k] or [n_head*head_dim_k] */
+    MODEL_ROLE_K_NORM,      /* blk.N.attn_k_norm.weight     [head_dim_k] or [n_head_kv*head_dim_k] */
+    MODEL_ROLE_FFN_NORM,    /* blk.N.ffn_norm.weight        [n_embd] */
+    MODEL_ROLE_ROUTER,      /* blk.N.ffn_gate_inp.weight    [n_embd, n_expert] */
+    MODEL_ROLE_GATE_EXPS,   /* blk.N.ffn_gate_exps.weight   [n_embd, n_ff_exp, n_expert] */
+    MODEL_ROLE_UP_EXPS,     /* blk.N.ffn_up_exps.weight     [n_embd, n_ff_exp, n_expert] */
+    MODEL_ROLE_DOWN_EXPS,   /* blk.N.ffn_down_exps.weight   [n_ff_exp, n_embd, n_expert] */
+    MODEL_ROLE_SHEXP_GATE,  /* blk.N.ffn_gate_inp_shexp.weight [n_embd] */
+    MODEL_ROLE_GATE_SHEXP,  /* blk.N.ffn_gate_shexp.weight  [n_embd, n_ff_shexp] */
+    MODEL_ROLE_UP_SHEXP,    /* blk.N.ffn_up_shexp.weight    [n_embd, n_ff_shexp] */
+    MODEL_ROLE_DOWN_SHEXP,  /* blk.N.ffn_down_shexp.weight  [n_ff_shexp, n_embd] */
+    MODEL_ROLE_COUNT_,
+};
+
+enum model_kind {
+    MODEL_KIND_NORM,    /* 1-D F32 weight of a norm */
+    MODEL_KIND_BIAS,    /* 1-D F32 bias */
+    MODEL_KIND_MATRIX,  /* a weight matrix: any type moed can compute */
+    MODEL_KIND_ROUTER,  /* expert router (and the shared-expert gate vector): F32 in real
+                         * files (llama.cpp never quantizes ffn_gate_inp), any computable type
+                         * accepted */
+    MODEL_KIND_EXPERTS, /* stacked expert matrices, outermost dim = expert */
+};
+
+typedef struct model_tensor_spec {
+    const char *fmt;      /* GGUF name, printf format with one %u for the layer when per_layer */
+    bool per_layer;
+    bool required;        /* false: optional (tied output, attention biases) */
+    enum model_kind kind;
+    uint32_t n_dims;
+    uint64_t ne[GGUF_MAX_DIMS]; /* GGML order; unused dims 1 */
+} model_tensor_spec_t;
+
+/* The spec of role r for architecture a with hyperparameters hp (n_vocab included).
+ * 0, or -ENOENT when the architecture has no such tensor. */
+int model_tensor_spec(enum model_arch a, const model_hparams_t *hp, enum model_role r,
+                      model_tensor_spec_t *ret);
+
+/* The GGUF name of spec s for layer il (il ignored when !s->per_layer) into buf.
+ * 0 or -ENAMETOOLONG. */
+int model_tensor_name(const model_tensor_spec_t *s, uint32_t il, char *buf, size_t len);
+
+/* Fixed facts of an architecture (arch.c), shared by model_load and mkmodel. */
+typedef struct model_arch_info {
+    const char *name;           /* general.architecture and the key prefix */
+    enum model_rope rope;
+    enum model_qk_norm qk_norm;
+    enum model_gating gating;
+    bool norm_topk;
+    bool shexp;                 /* shared expert with a sigmoid gate (qwen2moe) */
+    bool attn_bias;             /* q/k/v biases may be present (qwen2moe, llama) */
+    bool attn_width_is_embd;    /* llama.cpp shapes wq/wo as [n_embd, n_embd] (qwen2moe, olmoe):
+                                 * n_head*head_dim must equal n_embd */
+    bool ff_exp_key;            /* n_ff_exp = expert_feed_forward_length, default
+                                 * feed_forward_length / n_expert_used (qwen*); otherwise
+                                 * n_ff_exp = feed_forward_length (olmoe, llama) */
+} model_arch_info_t;
+
+const model_arch_info_t *model_arch_info(enum model_arch a); /* NULL when out of range */
+
+/* Checks hyperparameters against what the architecture (and llama.cpp) allows: ranges,
+ * head divisibility, n_rot == head_dim, top-k within the expert count, arch constraints.
+ * The semantics flags in hp are not read. 0 or -EINVAL with a one-line reason. */
+int model_hparams_check(enum model_arch a, const model_hparams_t *hp, char *err, size_t errlen);
+
 /* Builds a model description from g. On failure -errno (-ENOTSUP for an unsupported
  * architecture or type, -EINVAL for a missing or misshaped tensor or key) and a one-line
  * reason in err. */
@@ -123,6 +203,10 @@ int model_expert_ranges(const model_t *m, uint32_t il, uint32_t e,
 /* Bytes of weights read per token by a decode step: resident weights used per token
  * (excluding unused embedding rows) plus n_expert_used experts per layer. */
 uint64_t model_active_bytes(const model_t *m);
+
+/* Bytes of one expert (gate+up+down) of layer il (types may differ per layer in mixed
+ * quantizations such as Q4_K_M); 0 when il is out of range. */
+uint64_t model_layer_expert_bytes(const model_t *m, uint32_t il);
 
 const char *model_arch_name(enum model_arch a);       /* "qwen3moe", ... */
 int model_arch_from_name(const char *name, enum model_arch *ret);
