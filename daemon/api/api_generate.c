@@ -29,6 +29,11 @@ typedef struct gen {
     char id[48];
     int64_t created;
     uint64_t deadline_ns;
+    uint64_t start_ns;
+    uid_t uid;
+    uint32_t prompt_tokens, completion_tokens;
+    const char *outcome; /* for the request log: stop, length, error, cancelled */
+    int err;
     int phase;        /* streaming: 0 role chunk (chat), 1 tokens, 2 closing, 3 done */
     char *out;        /* bytes ready for libmicrohttpd */
     size_t out_len, out_off;
@@ -64,6 +69,24 @@ static void gen_free(gen_t *x)
 {
     if (!x)
         return;
+    if (x->g.log) {
+        char f_id[80], f_uid[32], f_model[300], f_tok[64], f_errno[32];
+        snprintf(f_id, sizeof(f_id), "REQUEST_ID=%s", x->id);
+        snprintf(f_uid, sizeof(f_uid), "CLIENT_UID=%u", (unsigned)x->uid);
+        snprintf(f_model, sizeof(f_model), "MODEL=%s", x->g.model_id);
+        snprintf(f_tok, sizeof(f_tok), "TOKENS=%u", x->completion_tokens);
+        snprintf(f_errno, sizeof(f_errno), "ERRNO=%d", -x->err);
+        const char *fields[] = {f_id, f_uid, f_model, f_tok, x->err ? f_errno : NULL, NULL};
+        log_fields(x->g.log, x->err ? SETTINGS_LOG_WARNING : SETTINGS_LOG_INFO, fields,
+                   "%s uid %u: %u prompt + %u generated tokens in %.3f s, %s%s",
+                   x->chat ? "chat" : "completion", (unsigned)x->uid, x->prompt_tokens,
+                   x->completion_tokens, (double)(mono_ns() - x->start_ns) / 1e9,
+                   x->outcome ? x->outcome : "client gone", x->stream ? " (streamed)" : "");
+    }
+    if (x->g.tokens_in)
+        atomic_fetch_add(x->g.tokens_in, x->prompt_tokens);
+    if (x->g.tokens_out)
+        atomic_fetch_add(x->g.tokens_out, x->completion_tokens);
     if (x->g.live)
         atomic_fetch_sub(x->g.live, 1);
     sched_req_release(x->r);
@@ -360,6 +383,12 @@ static int stream_produce(gen_t *x)
         if (split_text(x, NULL, 0, true, &parts, &n, &one) == 0)
             out_parts(x, parts, n, NULL);
     }
+    x->prompt_tokens = ev.prompt_tokens;
+    x->completion_tokens = ev.completion_tokens;
+    x->outcome = ev.kind == SCHED_EV_ERROR ? "error"
+                 : ev.finish == SCHED_FINISH_CANCELLED ? "cancelled"
+                                                      : finish_name(ev.finish);
+    x->err = ev.kind == SCHED_EV_ERROR ? ev.error : 0;
     if (ev.kind == SCHED_EV_DONE && ev.finish == SCHED_FINISH_CANCELLED) {
         /* Only the server cancels a request whose client is still reading: shutdown. */
         out_sse(x, error_json(-ESHUTDOWN, "the request was ended: moed is shutting down"));
@@ -453,6 +482,12 @@ static int answer_blocking(gen_t *x, struct MHD_Response **ret, api_gen_error_t 
         if (split_text(x, NULL, 0, true, &parts, &n, &one) == 0)
             keep_parts(x, parts, n);
     }
+    x->prompt_tokens = ev.prompt_tokens;
+    x->completion_tokens = ev.completion_tokens;
+    x->outcome = ev.kind == SCHED_EV_ERROR ? "error"
+                 : ev.finish == SCHED_FINISH_CANCELLED ? "cancelled"
+                                                      : finish_name(ev.finish);
+    x->err = ev.kind == SCHED_EV_ERROR ? ev.error : 0;
     if (ev.kind == SCHED_EV_DONE && ev.finish == SCHED_FINISH_CANCELLED) {
         err->status = 503;
         err->type = "server_error";
@@ -613,6 +648,8 @@ int api_generate(const api_gen_ctx_t *g, api_request_t *req, uid_t uid,
     x->include_usage = req->include_usage;
     x->logprobs = req->logprobs;
     x->created = (int64_t)time(NULL);
+    x->start_ns = mono_ns();
+    x->uid = uid;
     x->deadline_ns = mono_ns() + (uint64_t)g->request_timeout_s * 1000000000ull;
     make_id(x->id, sizeof(x->id), x->chat ? "chatcmpl-" : "cmpl-");
     if (x->chat) {

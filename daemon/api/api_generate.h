@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include "api/api_request.h"
+#include "log.h"
 #include "sched/scheduler.h"
 #include "text/chat.h"
 #include "text/tokenizer.h"
@@ -21,6 +22,8 @@ typedef struct api_gen_ctx {
     uint32_t max_tokens;     /* server cap and default */
     uint32_t request_timeout_s;
     atomic_uint *live;       /* generation answers not yet finished (for a clean stop) */
+    const log_ctx_t *log;    /* one record per request (never its text) */
+    atomic_uint_fast64_t *tokens_in, *tokens_out; /* metrics counters, may be NULL */
 } api_gen_ctx_t;
 
 /* Status and body of an error answer, filled when api_generate returns < 0. */

@@ -465,6 +465,9 @@ int api_server_new(const api_server_config_t *cfg, int listen_fd, api_server_t *
         return -ENOMEM;
     s->cfg = *cfg;
     s->cfg.gen.live = &s->live;
+    s->cfg.gen.log = cfg->log;
+    s->cfg.gen.tokens_in = &s->metrics.prompt_tokens;
+    s->cfg.gen.tokens_out = &s->metrics.completion_tokens;
     const settings_t *st = cfg->settings;
     pthread_rwlock_init(&s->allow_lock, NULL);
     int r = api_server_set_allow(s, st->allow_users, st->allow_groups, err, errlen);

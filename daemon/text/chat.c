@@ -228,6 +228,9 @@ int chat_template_init(chat_template_t *ct, const char *tmpl, const char *force,
     if (tmpl) {
         c.think_in_prompt = opens_think(tmpl);
         c.has_enable_thinking = strstr(tmpl, "enable_thinking") != NULL;
+        /* GLM-4.5 keeps GLM-4's roles but ends the generation prompt at <|assistant|>
+         * and switches thinking off with an empty <think></think> */
+        c.glm45 = c.family == CHAT_CHATGLM4 && strstr(tmpl, "<think>") != NULL;
     }
     *ct = c;
     return 0;
@@ -432,7 +435,7 @@ static void render_gpt_oss(sbuf_t *b, const chat_msg_t *m, size_t n, bool gen)
         sb_add(b, "<|start|>assistant");
 }
 
-static void render_simple(sbuf_t *b, enum chat_family f, const chat_msg_t *m, size_t n,
+static void render_simple(sbuf_t *b, const chat_template_t *ct, const chat_msg_t *m, size_t n,
                           const chat_opts_t *o);
 
 int chat_render(const chat_template_t *ct, const chat_msg_t *msgs, size_t n,
@@ -447,12 +450,14 @@ int chat_render(const chat_template_t *ct, const chat_msg_t *msgs, size_t n,
         return -ENOTSUP;
     sbuf_t b = {0};
     sb_add(&b, ""); /* an empty conversation still yields a string */
-    render_simple(&b, ct->family, msgs, n, o);
-    bool gen = o->add_generation_prompt;
+    render_simple(&b, ct, msgs, n, o);
+    bool gen = o->add_generation_prompt, off = ct->has_enable_thinking && !o->enable_thinking;
     if (gen && ct->think_in_prompt)
         sb_add(&b, "<think>\n");
-    else if (gen && ct->has_enable_thinking && !o->enable_thinking && ct->family == CHAT_CHATML)
+    else if (gen && off && ct->family == CHAT_CHATML)
         sb_add(&b, "<think>\n\n</think>\n\n"); /* Qwen3's switch */
+    else if (gen && off && ct->glm45)
+        sb_add(&b, "\n<think></think>"); /* GLM-4.5's */
     if (b.err) {
         free(b.s);
         return b.err;
@@ -462,9 +467,10 @@ int chat_render(const chat_template_t *ct, const chat_msg_t *msgs, size_t n,
     return 0;
 }
 
-static void render_simple(sbuf_t *b, enum chat_family f, const chat_msg_t *m, size_t n,
+static void render_simple(sbuf_t *b, const chat_template_t *ct, const chat_msg_t *m, size_t n,
                           const chat_opts_t *o)
 {
+    enum chat_family f = ct->family;
     bool gen = o->add_generation_prompt;
     switch (f) {
     case CHAT_CHATML:
@@ -686,7 +692,7 @@ static void render_simple(sbuf_t *b, enum chat_family f, const chat_msg_t *m, si
         sb_add(b, "[gMASK]<sop>");
         render_tagged(b, m, n, "\n", "");
         if (gen)
-            sb_add(b, "<|assistant|>\n");
+            sb_add(b, ct->glm45 ? "<|assistant|>" : "<|assistant|>\n");
         break;
     case CHAT_GLMEDGE:
         render_tagged(b, m, n, "\n", "");

@@ -65,6 +65,7 @@ typedef struct chat_template {
     enum chat_family family;
     bool think_in_prompt;     /* the generation prompt opens <think>: output starts inside */
     bool has_enable_thinking; /* the template honours enable_thinking = false */
+    bool glm45;               /* CHAT_CHATGLM4 written as GLM-4.5's (thinking) template */
 } chat_template_t;
 
 typedef struct chat_opts {
