@@ -30,6 +30,7 @@ typedef struct gen {
     int64_t created;
     uint64_t deadline_ns;
     uint64_t start_ns;
+    uint64_t first_ns; /* first text event: time to first token */
     uid_t uid;
     uint32_t prompt_tokens, completion_tokens;
     const char *outcome; /* for the request log: stop, length, error, cancelled */
@@ -45,6 +46,43 @@ typedef struct gen {
     reasoning_t *split; /* chat: separates the thinking from the answer */
     json_t *lp_content; /* chat logprobs content array / completion logprobs object */
 } gen_t;
+
+const double api_hist_bounds[API_HIST_N] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                             1,    2.5,   5,    10,  30,   60};
+
+void api_hist_observe(api_hist_t *h, double seconds)
+{
+    size_t i = 0;
+    while (i < API_HIST_N && seconds > api_hist_bounds[i])
+        i++;
+    atomic_fetch_add(&h->bucket[i], 1);
+    atomic_fetch_add(&h->sum_us, (uint_fast64_t)(seconds * 1e6));
+    atomic_fetch_add(&h->count, 1);
+}
+
+void api_hist_format(const api_hist_t *h, const char *name, const char *help, char *buf,
+                     size_t len, size_t *off)
+{
+    size_t o = *off;
+#define PUT(...)                                                                           \
+    do {                                                                                   \
+        if (o < len)                                                                       \
+            o += (size_t)snprintf(buf + o, len - o, __VA_ARGS__);                          \
+    } while (0)
+    PUT("# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    uint64_t cum = 0;
+    for (size_t i = 0; i <= API_HIST_N; i++) {
+        cum += atomic_load(&h->bucket[i]);
+        if (i < API_HIST_N)
+            PUT("%s_bucket{le=\"%g\"} %llu\n", name, api_hist_bounds[i], (unsigned long long)cum);
+        else
+            PUT("%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
+    }
+    PUT("%s_sum %.6f\n%s_count %llu\n", name, (double)atomic_load(&h->sum_us) / 1e6, name,
+        (unsigned long long)atomic_load(&h->count));
+#undef PUT
+    *off = o < len ? o : len;
+}
 
 static uint64_t mono_ns(void)
 {
@@ -83,6 +121,10 @@ static void gen_free(gen_t *x)
                    x->completion_tokens, (double)(mono_ns() - x->start_ns) / 1e9,
                    x->outcome ? x->outcome : "client gone", x->stream ? " (streamed)" : "");
     }
+    if (x->outcome && x->g.latency)
+        api_hist_observe(x->g.latency, (double)(mono_ns() - x->start_ns) / 1e9);
+    if (x->first_ns && x->g.ttft)
+        api_hist_observe(x->g.ttft, (double)(x->first_ns - x->start_ns) / 1e9);
     if (x->g.tokens_in)
         atomic_fetch_add(x->g.tokens_in, x->prompt_tokens);
     if (x->g.tokens_out)
@@ -355,6 +397,8 @@ static int stream_produce(gen_t *x)
     if (!sched_req_next(x->r, &ev, PING_MS))
         return out_raw(x, ": ping\n\n");
     if (ev.kind == SCHED_EV_TEXT) {
+        if (!x->first_ns)
+            x->first_ns = mono_ns();
         json_t *lp = NULL;
         if (x->logprobs) {
             if (x->chat) {
@@ -454,6 +498,8 @@ static int answer_blocking(gen_t *x, struct MHD_Response **ret, api_gen_error_t 
             continue;
         if (ev.kind != SCHED_EV_TEXT)
             break;
+        if (!x->first_ns)
+            x->first_ns = mono_ns();
         const reasoning_part_t *parts;
         reasoning_part_t one;
         size_t n = 0;

@@ -13,6 +13,19 @@
 #include "text/chat.h"
 #include "text/tokenizer.h"
 
+/* A Prometheus histogram of seconds with fixed buckets (API_HIST_BOUNDS). */
+#define API_HIST_N 12
+typedef struct api_hist {
+    atomic_uint_fast64_t bucket[API_HIST_N + 1]; /* last: +Inf */
+    atomic_uint_fast64_t sum_us;
+    atomic_uint_fast64_t count;
+} api_hist_t;
+extern const double api_hist_bounds[API_HIST_N];
+void api_hist_observe(api_hist_t *h, double seconds);
+/* Appends the histogram's text (name_bucket{le=..}, _sum, _count) to buf at *off. */
+void api_hist_format(const api_hist_t *h, const char *name, const char *help, char *buf,
+                     size_t len, size_t *off);
+
 typedef struct api_gen_ctx {
     sched_t *sched;
     const tokenizer_t *tok;
@@ -24,6 +37,7 @@ typedef struct api_gen_ctx {
     atomic_uint *live;       /* generation answers not yet finished (for a clean stop) */
     const log_ctx_t *log;    /* one record per request (never its text) */
     atomic_uint_fast64_t *tokens_in, *tokens_out; /* metrics counters, may be NULL */
+    api_hist_t *latency, *ttft;                  /* may be NULL */
 } api_gen_ctx_t;
 
 /* Status and body of an error answer, filled when api_generate returns < 0. */

@@ -284,6 +284,10 @@ static enum MHD_Result serve_metrics(api_server_t *s, struct MHD_Connection *c)
         atomic_load(&m->denied), atomic_load(&m->prompt_tokens),
         atomic_load(&m->completion_tokens), atomic_load(&s->connections),
         atomic_load(&s->ready) ? 1 : 0);
+    api_hist_format(&m->latency, "moed_request_duration_seconds",
+                    "Generation requests, from arrival to the last token.", buf, 65536, &o);
+    api_hist_format(&m->ttft, "moed_time_to_first_token_seconds",
+                    "From a generation request's arrival to its first token.", buf, 65536, &o);
     if (s->cfg.ops.metrics && o < 65536)
         s->cfg.ops.metrics(s->cfg.ops.userdata, buf + o, 65536 - o);
     enum MHD_Result r = send_buf(s, c, 200, "text/plain; version=0.0.4; charset=utf-8", buf,
@@ -468,6 +472,8 @@ int api_server_new(const api_server_config_t *cfg, int listen_fd, api_server_t *
     s->cfg.gen.log = cfg->log;
     s->cfg.gen.tokens_in = &s->metrics.prompt_tokens;
     s->cfg.gen.tokens_out = &s->metrics.completion_tokens;
+    s->cfg.gen.latency = &s->metrics.latency;
+    s->cfg.gen.ttft = &s->metrics.ttft;
     const settings_t *st = cfg->settings;
     pthread_rwlock_init(&s->allow_lock, NULL);
     int r = api_server_set_allow(s, st->allow_users, st->allow_groups, err, errlen);

@@ -20,6 +20,8 @@ typedef struct api_metrics {
     atomic_uint_fast64_t prompt_tokens;
     atomic_uint_fast64_t completion_tokens;
     atomic_uint_fast64_t active;         /* requests being served */
+    api_hist_t latency;                  /* generation requests, seconds */
+    api_hist_t ttft;                     /* time to first token, seconds */
 } api_metrics_t;
 
 /* Figures the daemon adds to /metrics and /health. */

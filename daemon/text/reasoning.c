@@ -10,7 +10,6 @@
  * and everything else fed so far has been reported exactly once, in order. Markers for
  * each format come from the models' chat templates (see chat.c). */
 #include <errno.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +28,7 @@ struct reasoning {
     char *buf; /* the parts' text */
     size_t nbuf, bufcap;
     reasoning_part_t *parts;
+    size_t *partoff; /* [partcap] where each part starts in buf (buf may move) */
     size_t nparts, partcap;
 };
 
@@ -77,6 +77,7 @@ reasoning_t *reasoning_free(reasoning_t *r)
     free(r->held);
     free(r->buf);
     free(r->parts);
+    free(r->partoff);
     free(r);
     return NULL;
 }
@@ -98,8 +99,8 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
     return 0;
 }
 
-/* Records text as a part of the current kind (whitespace skipped after a marker). Parts
- * point into buf by offset until the end of the call, when they are made pointers. */
+/* Records text as a part of the current kind (whitespace skipped after a marker). The
+ * parts get their pointers into buf at the end of the call, once buf has stopped moving. */
 static int emit(reasoning_t *r, const char *s, size_t n)
 {
     if (r->skip_ws) {
@@ -121,9 +122,15 @@ static int emit(reasoning_t *r, const char *s, size_t n)
     if (r->nparts && r->parts[r->nparts - 1].kind == k) {
         r->parts[r->nparts - 1].len += n;
     } else {
-        if ((e = grow((void **)&r->parts, &r->partcap, r->nparts + 1, sizeof(*r->parts))) < 0)
+        size_t cap = r->partcap;
+        if ((e = grow((void **)&r->parts, &cap, r->nparts + 1, sizeof(*r->parts))) < 0)
             return e;
-        r->parts[r->nparts++] = (reasoning_part_t){k, (const char *)(uintptr_t)r->nbuf, n};
+        cap = r->partcap;
+        if ((e = grow((void **)&r->partoff, &cap, r->nparts + 1, sizeof(*r->partoff))) < 0)
+            return e;
+        r->partcap = cap;
+        r->partoff[r->nparts] = r->nbuf;
+        r->parts[r->nparts++] = (reasoning_part_t){k, NULL, n};
     }
     r->nbuf += n;
     return 0;
@@ -176,7 +183,7 @@ static size_t partial_tail(const reasoning_t *r, const char *s, size_t n)
 static int finish(reasoning_t *r, const reasoning_part_t **ret_parts, size_t *ret_n)
 {
     for (size_t i = 0; i < r->nparts; i++)
-        r->parts[i].text = r->buf + (uintptr_t)r->parts[i].text;
+        r->parts[i].text = r->buf + r->partoff[i];
     *ret_parts = r->parts;
     *ret_n = r->nparts;
     return 0;

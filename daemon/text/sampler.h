@@ -5,7 +5,12 @@
  * frequency penalties over the last N tokens -> top-k -> top-p -> min-p -> temperature ->
  * a draw from the remaining distribution with the sampler's own PRNG. Temperature <= 0 is
  * greedy (argmax after penalties). Same parameters, same seed, same logits: same tokens.
- * A sampler_t belongs to one sequence; nothing is allocated per token. */
+ * A sampler_t belongs to one sequence; nothing is allocated per token.
+ *
+ * Per generated token the text path is: sampler_sample -> detok_push (whole code points)
+ * -> sampler_stop_push (ends on EOG ids, stop ids, stop strings, max tokens; holds back a
+ * possible stop-string start) -> reasoning_feed (reasoning vs content) -> the client; at
+ * the end detok_flush, sampler_stop_flush and reasoning_flush release what they hold. */
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>

@@ -381,6 +381,12 @@ def a_client_leaving_mid_stream_frees_its_sequence(env):
         assert part, got
         got += part
     so.close()
+    m = metrics(env.sock)
+    assert m["moed_request_duration_seconds_count"] >= 30, m
+    assert m['moed_request_duration_seconds_bucket{le="+Inf"}'] == \
+        m["moed_request_duration_seconds_count"], m
+    assert m["moed_time_to_first_token_seconds_count"] >= 30, m
+    assert m["moed_completion_tokens_total"] >= 32 * 6, m
     # The daemon keeps serving, the abandoned request is cancelled and its sequence freed.
     s, h, b = post_json(env.sock, "/v1/completions", {"prompt": "y", "max_tokens": 2})
     assert s == 200, b
