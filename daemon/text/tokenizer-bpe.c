@@ -38,9 +38,11 @@
 #define DEEPSEEK3_RE                                                                      \
     "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\\r\\n\\p{L}\\p{P}\\p{S}]?"  \
     "[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
-/* Kimi-K2 (tiktoken pattern; llama.cpp runs it in custom code in unicode.cpp): Han runs
- * alone, other letters as o200k minus Han. PCRE2 has no class intersection, so
- * "[\p{L}&&[^\p{Han}]]" becomes "(?!\p{Han})[\p{L}]". */
+/* Kimi-K2: Moonshot's own tiktoken pat_str (the model's tokenizer, the authority here):
+ * Han runs alone, other letters split as o200k does. llama.cpp runs a hand-written version
+ * (unicode.cpp, unicode_regex_split_custom_kimi_k2) that keeps camelCase words whole
+ * ("getUserName"), where the pattern splits them ("get" "User" "Name"). PCRE2 has no class
+ * intersection, so "[\p{L}&&[^\p{Han}]]" becomes "(?!\p{Han})[\p{L}]". */
 #define KIMI_LU "(?:(?!\\p{Han})[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}])"
 #define KIMI_LL "(?:(?!\\p{Han})[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}])"
 #define KIMI_RE                                                                           \
