@@ -72,6 +72,8 @@ struct sched {
     sched_req_t **active;   /* [parallel] */
     uint32_t n_active;
     uint64_t arrivals;
+    uint64_t admissions;
+    struct { uid_t uid; uint64_t tick; } recent[64]; /* when each uid was last admitted */
     sched_stats_t stats;
     /* engine thread only */
     engine_entry_t *entries;
@@ -201,22 +203,52 @@ static int req_start(sched_t *s, sched_req_t *r)
                             r->p.max_tokens, &r->stop);
 }
 
-/* Admits waiting requests into free slots: fewest active sequences per uid first. */
+static uint64_t last_admitted_locked(const sched_t *s, uid_t uid)
+{
+    for (size_t i = 0; i < sizeof(s->recent) / sizeof(s->recent[0]); i++)
+        if (s->recent[i].tick && s->recent[i].uid == uid)
+            return s->recent[i].tick;
+    return 0;
+}
+
+static void note_admitted_locked(sched_t *s, uid_t uid)
+{
+    size_t n = sizeof(s->recent) / sizeof(s->recent[0]), oldest = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s->recent[i].tick && s->recent[i].uid == uid) {
+            oldest = i;
+            break;
+        }
+        if (s->recent[i].tick < s->recent[oldest].tick)
+            oldest = i;
+    }
+    s->recent[oldest].uid = uid;
+    s->recent[oldest].tick = ++s->admissions;
+}
+
+/* Admits waiting requests into free slots, fairly between uids: the uid with the fewest
+ * active sequences first, then the uid admitted least recently (round robin), then the
+ * oldest request. So a client with many queued requests cannot keep another waiting. */
 static void admit_locked(sched_t *s)
 {
     while (s->n_active < s->cfg.parallel && s->wait_head) {
         sched_req_t *best = NULL, *best_prev = NULL, *prev = NULL;
         uint32_t best_n = UINT32_MAX;
+        uint64_t best_tick = UINT64_MAX;
         for (sched_req_t *r = s->wait_head; r; prev = r, r = r->next_wait) {
             uint32_t n = 0;
             for (uint32_t i = 0; i < s->n_active; i++)
                 n += s->active[i]->uid == r->uid;
-            if (n < best_n) { /* strict: ties keep the older (earlier in the queue) */
+            uint64_t tick = last_admitted_locked(s, r->uid);
+            /* strict comparisons: among equals the earlier (older) request stays */
+            if (n < best_n || (n == best_n && tick < best_tick)) {
                 best_n = n;
+                best_tick = tick;
                 best = r;
                 best_prev = prev;
             }
         }
+        note_admitted_locked(s, best->uid);
         if (best_prev)
             best_prev->next_wait = best->next_wait;
         else
