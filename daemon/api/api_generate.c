@@ -205,6 +205,17 @@ static const char *finish_name(enum sched_finish f)
     return f == SCHED_FINISH_LENGTH ? "length" : "stop";
 }
 
+/* Remembers how the request ended, for the request log and the metrics. */
+static void note_end(gen_t *x, const sched_event_t *ev)
+{
+    x->prompt_tokens = ev->prompt_tokens;
+    x->completion_tokens = ev->completion_tokens;
+    x->outcome = ev->kind == SCHED_EV_ERROR             ? "error"
+                 : ev->finish == SCHED_FINISH_CANCELLED ? "cancelled"
+                                                        : finish_name(ev->finish);
+    x->err = ev->kind == SCHED_EV_ERROR ? ev->error : 0;
+}
+
 static json_t *usage_json(const sched_event_t *ev)
 {
     json_t *u = json_object();
@@ -427,12 +438,7 @@ static int stream_produce(gen_t *x)
         if (split_text(x, NULL, 0, true, &parts, &n, &one) == 0)
             out_parts(x, parts, n, NULL);
     }
-    x->prompt_tokens = ev.prompt_tokens;
-    x->completion_tokens = ev.completion_tokens;
-    x->outcome = ev.kind == SCHED_EV_ERROR ? "error"
-                 : ev.finish == SCHED_FINISH_CANCELLED ? "cancelled"
-                                                      : finish_name(ev.finish);
-    x->err = ev.kind == SCHED_EV_ERROR ? ev.error : 0;
+    note_end(x, &ev);
     if (ev.kind == SCHED_EV_DONE && ev.finish == SCHED_FINISH_CANCELLED) {
         /* Only the server cancels a request whose client is still reading: shutdown. */
         out_sse(x, error_json(-ESHUTDOWN, "the request was ended: moed is shutting down"));
@@ -528,12 +534,7 @@ static int answer_blocking(gen_t *x, struct MHD_Response **ret, api_gen_error_t 
         if (split_text(x, NULL, 0, true, &parts, &n, &one) == 0)
             keep_parts(x, parts, n);
     }
-    x->prompt_tokens = ev.prompt_tokens;
-    x->completion_tokens = ev.completion_tokens;
-    x->outcome = ev.kind == SCHED_EV_ERROR ? "error"
-                 : ev.finish == SCHED_FINISH_CANCELLED ? "cancelled"
-                                                      : finish_name(ev.finish);
-    x->err = ev.kind == SCHED_EV_ERROR ? ev.error : 0;
+    note_end(x, &ev);
     if (ev.kind == SCHED_EV_DONE && ev.finish == SCHED_FINISH_CANCELLED) {
         err->status = 503;
         err->type = "server_error";
