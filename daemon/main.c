@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -130,6 +131,51 @@ static uint64_t now_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* While the weights load, systemd's start timeout is pushed back every few seconds, so a
+ * large model is not killed mid-load (TimeoutStartSec stays a bound on a hung start only
+ * while nothing is being loaded). */
+typedef struct load_keepalive {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+    const char *what;
+} load_keepalive_t;
+
+static void *keepalive_loop(void *arg)
+{
+    load_keepalive_t *k = arg;
+    pthread_mutex_lock(&k->lock);
+    while (!k->done) {
+        sd_notifyf(0, "EXTEND_TIMEOUT_USEC=%llu\nSTATUS=loading %s", 30ull * 1000000, k->what);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 10;
+        pthread_cond_timedwait(&k->cond, &k->lock, &ts);
+    }
+    pthread_mutex_unlock(&k->lock);
+    return NULL;
+}
+
+static int keepalive_start(load_keepalive_t *k, const char *what)
+{
+    *k = (load_keepalive_t){.what = what};
+    pthread_mutex_init(&k->lock, NULL);
+    pthread_cond_init(&k->cond, NULL);
+    return -pthread_create(&k->thread, NULL, keepalive_loop, k);
+}
+
+static void keepalive_stop(load_keepalive_t *k)
+{
+    pthread_mutex_lock(&k->lock);
+    k->done = true;
+    pthread_cond_signal(&k->cond);
+    pthread_mutex_unlock(&k->lock);
+    pthread_join(k->thread, NULL);
+    pthread_cond_destroy(&k->cond);
+    pthread_mutex_destroy(&k->lock);
 }
 
 /* Engine thread, after each step: the watchdog's evidence of progress. */
@@ -413,8 +459,11 @@ static int run(int argc, char **argv)
         goto out;
     }
     /* The server answers /health (503, loading) while the weights load. */
-    sd_notifyf(0, "STATUS=loading %s", st.model);
+    load_keepalive_t ka;
+    bool ka_on = keepalive_start(&ka, st.model) == 0;
     r = engine_ref_new(m, st.model, st.ctx, st.parallel, &eng, err, sizeof(err));
+    if (ka_on)
+        keepalive_stop(&ka);
     if (r < 0) {
         log_err(&log, "model %s: engine failed to start: %s", st.model, err);
         goto out;

@@ -61,6 +61,9 @@ def main():
             drain(0.05)
         drain(0.2)
         check("ready_is_sent_once_serving", any("READY=1" in m for m in msgs), msgs)
+        ext = next((i for i, m in enumerate(msgs) if "EXTEND_TIMEOUT_USEC=" in m), -1)
+        rdy = next((i for i, m in enumerate(msgs) if "READY=1" in m), -1)
+        check("start_timeout_is_extended_while_loading", 0 <= ext < rdy, msgs)
         check("serves_the_socket_systemd_passed", s == 200 and not os.path.exists(
             os.path.join(d, "unused.sock")), (s, b))
         s, h, b = T.post_json(sock, "/v1/completions", {"prompt": "hi", "max_tokens": 3})
