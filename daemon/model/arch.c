@@ -24,41 +24,45 @@
 #include "model/model.h"
 
 static const model_arch_info_t arch_infos[MODEL_ARCH_COUNT_] = {
-    [MODEL_ARCH_QWEN3MOE] = {
-        .name = "qwen3moe",
-        .rope = MODEL_ROPE_NEOX,
-        .qk_norm = MODEL_QK_NORM_HEAD,
-        .gating = MODEL_GATING_SOFTMAX,
-        .norm_topk = true,
-        .ff_exp_key = true,
-    },
-    [MODEL_ARCH_QWEN2MOE] = {
-        .name = "qwen2moe",
-        .rope = MODEL_ROPE_NEOX,
-        .qk_norm = MODEL_QK_NORM_NONE,
-        .gating = MODEL_GATING_SOFTMAX,
-        .norm_topk = false,
-        .shexp = true,
-        .attn_bias = true,
-        .attn_width_is_embd = true,
-        .ff_exp_key = true,
-    },
-    [MODEL_ARCH_OLMOE] = {
-        .name = "olmoe",
-        .rope = MODEL_ROPE_NEOX,
-        .qk_norm = MODEL_QK_NORM_FULL,
-        .gating = MODEL_GATING_SOFTMAX,
-        .norm_topk = false,
-        .attn_width_is_embd = true,
-    },
-    [MODEL_ARCH_LLAMA] = {
-        .name = "llama",
-        .rope = MODEL_ROPE_NORM,
-        .qk_norm = MODEL_QK_NORM_NONE,
-        .gating = MODEL_GATING_SOFTMAX,
-        .norm_topk = true,
-        .attn_bias = true,
-    },
+    [MODEL_ARCH_QWEN3MOE] =
+        {
+            .name = "qwen3moe",
+            .rope = MODEL_ROPE_NEOX,
+            .qk_norm = MODEL_QK_NORM_HEAD,
+            .gating = MODEL_GATING_SOFTMAX,
+            .norm_topk = true,
+            .ff_exp_key = true,
+        },
+    [MODEL_ARCH_QWEN2MOE] =
+        {
+            .name = "qwen2moe",
+            .rope = MODEL_ROPE_NEOX,
+            .qk_norm = MODEL_QK_NORM_NONE,
+            .gating = MODEL_GATING_SOFTMAX,
+            .norm_topk = false,
+            .shexp = true,
+            .attn_bias = true,
+            .attn_width_is_embd = true,
+            .ff_exp_key = true,
+        },
+    [MODEL_ARCH_OLMOE] =
+        {
+            .name = "olmoe",
+            .rope = MODEL_ROPE_NEOX,
+            .qk_norm = MODEL_QK_NORM_FULL,
+            .gating = MODEL_GATING_SOFTMAX,
+            .norm_topk = false,
+            .attn_width_is_embd = true,
+        },
+    [MODEL_ARCH_LLAMA] =
+        {
+            .name = "llama",
+            .rope = MODEL_ROPE_NORM,
+            .qk_norm = MODEL_QK_NORM_NONE,
+            .gating = MODEL_GATING_SOFTMAX,
+            .norm_topk = true,
+            .attn_bias = true,
+        },
 };
 
 const model_arch_info_t *model_arch_info(enum model_arch a)
@@ -142,8 +146,8 @@ int model_tensor_spec(enum model_arch a, const model_hparams_t *hp, enum model_r
         spec_set(&s, "blk.%u.attn_v.weight", true, true, MODEL_KIND_MATRIX, 2, embd, v_width, 1);
         break;
     case MODEL_ROLE_WO:
-        spec_set(&s, "blk.%u.attn_output.weight", true, true, MODEL_KIND_MATRIX, 2, o_width,
-                 embd, 1);
+        spec_set(&s, "blk.%u.attn_output.weight", true, true, MODEL_KIND_MATRIX, 2, o_width, embd,
+                 1);
         break;
     case MODEL_ROLE_BQ:
     case MODEL_ROLE_BK:
@@ -183,8 +187,8 @@ int model_tensor_spec(enum model_arch a, const model_hparams_t *hp, enum model_r
                  hp->n_ff_exp, hp->n_expert);
         break;
     case MODEL_ROLE_DOWN_EXPS:
-        spec_set(&s, "blk.%u.ffn_down_exps.weight", true, true, MODEL_KIND_EXPERTS, 3,
-                 hp->n_ff_exp, embd, hp->n_expert);
+        spec_set(&s, "blk.%u.ffn_down_exps.weight", true, true, MODEL_KIND_EXPERTS, 3, hp->n_ff_exp,
+                 embd, hp->n_expert);
         break;
     case MODEL_ROLE_SHEXP_GATE:
     case MODEL_ROLE_GATE_SHEXP:
@@ -193,8 +197,8 @@ int model_tensor_spec(enum model_arch a, const model_hparams_t *hp, enum model_r
         if (!ai->shexp)
             return -ENOENT;
         if (r == MODEL_ROLE_SHEXP_GATE)
-            spec_set(&s, "blk.%u.ffn_gate_inp_shexp.weight", true, true, MODEL_KIND_ROUTER, 1,
-                     embd, 1, 1);
+            spec_set(&s, "blk.%u.ffn_gate_inp_shexp.weight", true, true, MODEL_KIND_ROUTER, 1, embd,
+                     1, 1);
         else if (r == MODEL_ROLE_GATE_SHEXP)
             spec_set(&s, "blk.%u.ffn_gate_shexp.weight", true, true, MODEL_KIND_MATRIX, 2, embd,
                      hp->n_ff_shexp, 1);

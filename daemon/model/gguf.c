@@ -40,13 +40,13 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "gguf.c assumes a litt
 /* GGUF_MAX_NAME_LEN (gguf.h) is generous: ggml caps tensor names at 64 bytes. Headers past
  * GGUF_MAX_HEADER_BYTES are refused: real ones (150k-token vocabularies, merges, chat
  * templates) are tens of MiB, and the arena uses 32-bit offsets. */
-#define GGUF_MAX_NAME GGUF_MAX_NAME_LEN
+#define GGUF_MAX_NAME   GGUF_MAX_NAME_LEN
 #define GGUF_MAX_HEADER GGUF_MAX_HEADER_BYTES
 /* The smallest encodings: a kv is a key length, a 1-byte key, a type and a 1-byte value; a
  * tensor info is a name length, a 1-byte name, n_dims, one ne, a type and an offset. */
-#define GGUF_MIN_KV_BYTES (8u + 1u + 4u + 1u)
+#define GGUF_MIN_KV_BYTES     (8u + 1u + 4u + 1u)
 #define GGUF_MIN_TENSOR_BYTES (8u + 1u + 4u + 8u + 4u + 8u)
-#define GGUF_READ_BUF (64u * 1024u)
+#define GGUF_READ_BUF         (64u * 1024u)
 
 struct gguf_kv {
     uint64_t file_off; /* byte offset of the kv in the file, for reasons */
@@ -97,9 +97,9 @@ struct gguf {
 struct gguf_src {
     int fd; /* -1 for memory */
     const uint8_t *mem;
-    uint64_t limit;   /* header bytes that may be read: min(file or buffer, GGUF_MAX_HEADER) */
-    uint64_t pos;     /* absolute offset of the next byte */
-    uint8_t *buf;     /* fd only: [GGUF_READ_BUF] */
+    uint64_t limit; /* header bytes that may be read: min(file or buffer, GGUF_MAX_HEADER) */
+    uint64_t pos;   /* absolute offset of the next byte */
+    uint8_t *buf;   /* fd only: [GGUF_READ_BUF] */
     size_t buf_off, buf_len;
 };
 
@@ -110,11 +110,11 @@ struct gguf_parser {
     struct gguf_src src;
     gguf_t *g;
     uint64_t file_size;
-    bool capped;   /* src.limit is GGUF_MAX_HEADER, not the end of the data */
+    bool capped; /* src.limit is GGUF_MAX_HEADER, not the end of the data */
     bool in_memory;
     enum gguf_ctx ctx;
-    size_t item;   /* index of the kv or tensor being parsed */
-    bool named;    /* the item's key/name has been read (arena offset in name) */
+    size_t item; /* index of the kv or tensor being parsed */
+    bool named;  /* the item's key/name has been read (arena offset in name) */
     uint32_t name;
     char *err;
     size_t errlen;
@@ -407,8 +407,8 @@ static int gguf_read_u64(struct gguf_parser *p, uint64_t *ret, const char *field
 
 /* Reads a GGUF string (u64 length, bytes) into the arena, NUL-terminated. A name must be
  * 1..GGUF_MAX_NAME bytes without NUL; a value may be anything that fits in the file. */
-static int gguf_read_str(struct gguf_parser *p, bool is_name, const char *field,
-                         uint32_t *ret_off, uint64_t *ret_len)
+static int gguf_read_str(struct gguf_parser *p, bool is_name, const char *field, uint32_t *ret_off,
+                         uint64_t *ret_len)
 {
     uint64_t at = p->src.pos, len;
     uint32_t off;
@@ -469,8 +469,8 @@ static int gguf_read_array(struct gguf_parser *p, struct gguf_kv *kv)
     if (__builtin_mul_overflow(n, min_bytes, &bytes) || bytes > gguf_left(p))
         return gguf_fail(p, -EINVAL, at + 4,
                          "array of %llu %s needs at least %llu bytes per element, %llu left",
-                         (unsigned long long)n, gguf_type_name(et),
-                         (unsigned long long)min_bytes, (unsigned long long)gguf_left(p));
+                         (unsigned long long)n, gguf_type_name(et), (unsigned long long)min_bytes,
+                         (unsigned long long)gguf_left(p));
     kv->arr_type = (uint8_t)et;
     kv->n = n;
     if (et != GGUF_TYPE_STRING) {
@@ -638,8 +638,7 @@ static int gguf_read_tensor_info(struct gguf_parser *p)
     r = gguf_read_u64(p, &t->offset, "tensor offset");
     if (r < 0)
         return r;
-    if (gguf_grow((void **)&g->tensors, &g->tensor_cap, g->n_tensors + 1, sizeof(*g->tensors)) <
-        0)
+    if (gguf_grow((void **)&g->tensors, &g->tensor_cap, g->n_tensors + 1, sizeof(*g->tensors)) < 0)
         return gguf_fail(p, -ENOMEM, rec.info_off, "out of memory");
     g->tensors[g->n_tensors] = rec;
     r = gguf_index_add(g, true, (uint32_t)g->n_tensors, &other);
@@ -698,8 +697,8 @@ static int gguf_place_tensors(struct gguf_parser *p)
         else if (__builtin_add_overflow(g->data_offset, rel, &abs) ||
                  __builtin_add_overflow(abs, rec->t.size, &end))
             r = gguf_fail(p, -EINVAL, rec->info_off,
-                          "data offset %llu + size %llu overflows 64 bits",
-                          (unsigned long long)rel, (unsigned long long)rec->t.size);
+                          "data offset %llu + size %llu overflows 64 bits", (unsigned long long)rel,
+                          (unsigned long long)rec->t.size);
         else if (end > g->file_size)
             r = gguf_fail(p, -EINVAL, rec->info_off, "data [%llu, %llu) past end of file (%llu)",
                           (unsigned long long)abs, (unsigned long long)end,
@@ -754,8 +753,7 @@ static int gguf_parse(struct gguf_parser *p)
     if ((g->version & 0xffff) == 0 && g->version != 0)
         return gguf_fail(p, -EINVAL, 4, "version 0x%08x: a big-endian GGUF file?", g->version);
     if (g->version != 2 && g->version != 3)
-        return gguf_fail(p, -EINVAL, 4, "unsupported GGUF version %u (only 2 and 3)",
-                         g->version);
+        return gguf_fail(p, -EINVAL, 4, "unsupported GGUF version %u (only 2 and 3)", g->version);
     r = gguf_read_u64(p, &n_tensors, "tensor count");
     if (r < 0)
         return r;
@@ -765,8 +763,8 @@ static int gguf_parse(struct gguf_parser *p)
     /* Counts the rest of the header cannot hold are refused before any allocation. */
     if (__builtin_mul_overflow(n_kv, GGUF_MIN_KV_BYTES, &need_kv) ||
         __builtin_mul_overflow(n_tensors, GGUF_MIN_TENSOR_BYTES, &need_t) ||
-        __builtin_add_overflow(need_kv, need_t, &need) || need > gguf_left(p) ||
-        n_kv > INT32_MAX || n_tensors > INT32_MAX)
+        __builtin_add_overflow(need_kv, need_t, &need) || need > gguf_left(p) || n_kv > INT32_MAX ||
+        n_tensors > INT32_MAX)
         return gguf_fail(p, -EINVAL, 8,
                          "%llu tensors and %llu kvs cannot fit in the %llu bytes left",
                          (unsigned long long)n_tensors, (unsigned long long)n_kv,

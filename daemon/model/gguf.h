@@ -28,7 +28,7 @@ enum gguf_type {
     GGUF_TYPE_COUNT_,
 };
 
-#define GGUF_MAX_DIMS 4
+#define GGUF_MAX_DIMS          4
 #define GGUF_DEFAULT_ALIGNMENT 32
 
 typedef struct gguf_tensor {
@@ -47,8 +47,8 @@ typedef struct gguf gguf_t;
 int gguf_open(const char *path, gguf_t **ret, char *err, size_t errlen);
 /* The same on an in-memory copy of a file's first len bytes, with file_size the size the
  * whole file has (>= len; tensor data past len is fine). Used by fuzzing and tests. */
-int gguf_open_memory(const void *buf, size_t len, uint64_t file_size, gguf_t **ret,
-                     char *err, size_t errlen);
+int gguf_open_memory(const void *buf, size_t len, uint64_t file_size, gguf_t **ret, char *err,
+                     size_t errlen);
 gguf_t *gguf_free(gguf_t *g);
 
 uint32_t gguf_version(const gguf_t *g);
@@ -94,7 +94,7 @@ const char *gguf_type_name(enum gguf_type t);
 size_t gguf_type_size(enum gguf_type t);
 
 /* Limits the reader enforces (refusing the file with a reason). */
-#define GGUF_MAX_NAME_LEN (64u * 1024u)        /* keys and tensor names, bytes */
+#define GGUF_MAX_NAME_LEN     (64u * 1024u)       /* keys and tensor names, bytes */
 #define GGUF_MAX_HEADER_BYTES ((uint64_t)1 << 30) /* magic to end of tensor infos */
 
 /* ---- Writer (mkmodel, tests): streams a file with bounded memory. ----
@@ -131,11 +131,11 @@ int gguf_writer_add_arr_str(gguf_writer_t *w, const char *key, const char *const
                             const uint64_t *lens, uint64_t n);
 /* Copies kv i of g (any type, arrays included) into w under the same key. */
 int gguf_writer_copy_kv(gguf_writer_t *w, const gguf_t *g, size_t i);
-int gguf_writer_add_tensor(gguf_writer_t *w, const char *name, uint32_t n_dims,
-                           const uint64_t *ne, uint32_t type);
+int gguf_writer_add_tensor(gguf_writer_t *w, const char *name, uint32_t n_dims, const uint64_t *ne,
+                           uint32_t type);
 int gguf_writer_begin_data(gguf_writer_t *w);
 int gguf_writer_write(gguf_writer_t *w, const void *data, size_t len);
 /* Absolute file offset at which tensor i's data will start (valid after begin_data). */
 int gguf_writer_tensor_offset(const gguf_writer_t *w, size_t i, uint64_t *ret);
-int gguf_writer_finish(gguf_writer_t *w); /* pads, fsyncs nothing, closes; frees w */
+int gguf_writer_finish(gguf_writer_t *w);          /* pads, fsyncs nothing, closes; frees w */
 gguf_writer_t *gguf_writer_free(gguf_writer_t *w); /* abandons (unlinks) an unfinished file */

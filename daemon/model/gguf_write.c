@@ -480,8 +480,8 @@ int gguf_writer_copy_kv(gguf_writer_t *w, const gguf_t *g, size_t i)
 
 /* ---- tensor infos ---- */
 
-int gguf_writer_add_tensor(gguf_writer_t *w, const char *name, uint32_t n_dims,
-                           const uint64_t *ne, uint32_t type)
+int gguf_writer_add_tensor(gguf_writer_t *w, const char *name, uint32_t n_dims, const uint64_t *ne,
+                           uint32_t type)
 {
     const quant_traits_t *qt = quant_traits(type);
     size_t len = name ? strlen(name) : 0, mark;
@@ -513,10 +513,9 @@ int gguf_writer_add_tensor(gguf_writer_t *w, const char *name, uint32_t n_dims,
     for (size_t i = 0; i < w->n_tensors; i++)
         if (w->names[i].len == len && memcmp(w->ti_buf + w->names[i].off, name, len) == 0)
             return -EEXIST;
-    if (gguf_w_grow((void **)&w->names, &w->names_cap, w->n_tensors + 1, sizeof(*w->names)) <
-            0 ||
-        gguf_w_grow((void **)&w->tensors, &w->tensors_cap, w->n_tensors + 1,
-                    sizeof(*w->tensors)) < 0)
+    if (gguf_w_grow((void **)&w->names, &w->names_cap, w->n_tensors + 1, sizeof(*w->names)) < 0 ||
+        gguf_w_grow((void **)&w->tensors, &w->tensors_cap, w->n_tensors + 1, sizeof(*w->tensors)) <
+            0)
         return -ENOMEM;
     mark = w->ti_len;
     r = gguf_w_put_str(&w->ti_buf, &w->ti_len, &w->ti_cap, name, len);

@@ -23,11 +23,11 @@
 #include "model/model.h"
 #include "model/quant.h"
 
-#define MODEL_MAX_LAYERS 4096u
+#define MODEL_MAX_LAYERS  4096u
 #define MODEL_MAX_EXPERTS 512u /* LLAMA_MAX_EXPERTS in llama.cpp */
-#define MODEL_MAX_WIDTH (1u << 20)
-#define MODEL_MAX_HEADS 4096u
-#define MODEL_MAX_VOCAB (1u << 24)
+#define MODEL_MAX_WIDTH   (1u << 20)
+#define MODEL_MAX_HEADS   4096u
+#define MODEL_MAX_VOCAB   (1u << 24)
 
 __attribute__((format(printf, 4, 5))) static int fail(char *err, size_t errlen, int rc,
                                                       const char *fmt, ...)
@@ -48,7 +48,9 @@ static int arr_int(enum gguf_type t, const void *data, uint64_t i, uint64_t *ret
 {
     const unsigned char *p = data;
     switch (t) {
-    case GGUF_TYPE_UINT8: *ret = p[i]; return 0;
+    case GGUF_TYPE_UINT8:
+        *ret = p[i];
+        return 0;
     case GGUF_TYPE_INT8: {
         int8_t v;
         memcpy(&v, p + i, 1);
@@ -57,7 +59,12 @@ static int arr_int(enum gguf_type t, const void *data, uint64_t i, uint64_t *ret
         *ret = (uint64_t)v;
         return 0;
     }
-    case GGUF_TYPE_UINT16: { uint16_t v; memcpy(&v, p + 2 * i, 2); *ret = v; return 0; }
+    case GGUF_TYPE_UINT16: {
+        uint16_t v;
+        memcpy(&v, p + 2 * i, 2);
+        *ret = v;
+        return 0;
+    }
     case GGUF_TYPE_INT16: {
         int16_t v;
         memcpy(&v, p + 2 * i, 2);
@@ -66,7 +73,12 @@ static int arr_int(enum gguf_type t, const void *data, uint64_t i, uint64_t *ret
         *ret = (uint64_t)v;
         return 0;
     }
-    case GGUF_TYPE_UINT32: { uint32_t v; memcpy(&v, p + 4 * i, 4); *ret = v; return 0; }
+    case GGUF_TYPE_UINT32: {
+        uint32_t v;
+        memcpy(&v, p + 4 * i, 4);
+        *ret = v;
+        return 0;
+    }
     case GGUF_TYPE_INT32: {
         int32_t v;
         memcpy(&v, p + 4 * i, 4);
@@ -75,7 +87,12 @@ static int arr_int(enum gguf_type t, const void *data, uint64_t i, uint64_t *ret
         *ret = (uint64_t)v;
         return 0;
     }
-    case GGUF_TYPE_UINT64: { uint64_t v; memcpy(&v, p + 8 * i, 8); *ret = v; return 0; }
+    case GGUF_TYPE_UINT64: {
+        uint64_t v;
+        memcpy(&v, p + 8 * i, 8);
+        *ret = v;
+        return 0;
+    }
     case GGUF_TYPE_INT64: {
         int64_t v;
         memcpy(&v, p + 8 * i, 8);
@@ -84,7 +101,8 @@ static int arr_int(enum gguf_type t, const void *data, uint64_t i, uint64_t *ret
         *ret = (uint64_t)v;
         return 0;
     }
-    default: return -EINVAL;
+    default:
+        return -EINVAL;
     }
 }
 
@@ -123,13 +141,14 @@ static int key_u32(const keyctx_t *k, const char *suffix, bool required, uint32_
     for (uint64_t i = 0; i < n; i++) {
         uint64_t x;
         if (arr_int(t, data, i, &x) != 0 || x > UINT32_MAX)
-            return fail(k->err, k->errlen, -EINVAL, "key %s[%" PRIu64 "]: not an unsigned 32-bit integer",
-                        key, i);
+            return fail(k->err, k->errlen, -EINVAL,
+                        "key %s[%" PRIu64 "]: not an unsigned 32-bit integer", key, i);
         if (i == 0)
             first = x;
         else if (x != first)
             return fail(k->err, k->errlen, -ENOTSUP,
-                        "key %s: per-layer values differ (layer %" PRIu64 "), not supported", key, i);
+                        "key %s: per-layer values differ (layer %" PRIu64 "), not supported", key,
+                        i);
     }
     *v = (uint32_t)first;
     return 0;
@@ -258,9 +277,8 @@ static int read_hparams(const keyctx_t *k0, enum model_arch a, model_hparams_t *
         hp->n_ff_exp = n_ff;
     }
     if (hp->n_ff_exp == 0)
-        return fail(k.err, k.errlen, -EINVAL,
-                    "missing key %s.%s: the expert width is unknown", k.arch,
-                    ai->ff_exp_key ? "expert_feed_forward_length" : "feed_forward_length");
+        return fail(k.err, k.errlen, -EINVAL, "missing key %s.%s: the expert width is unknown",
+                    k.arch, ai->ff_exp_key ? "expert_feed_forward_length" : "feed_forward_length");
     if (ai->shexp) {
         if ((r = key_u32(&k, "expert_shared_feed_forward_length", false, &hp->n_ff_shexp)))
             return r;
@@ -268,7 +286,8 @@ static int read_hparams(const keyctx_t *k0, enum model_arch a, model_hparams_t *
             hp->n_ff_shexp = n_ff; /* llama.cpp: n_ff_shexp ? n_ff_shexp : n_ff */
         if (hp->n_ff_shexp == 0)
             return fail(k.err, k.errlen, -EINVAL,
-                        "missing key %s.expert_shared_feed_forward_length: the shared expert width is unknown",
+                        "missing key %s.expert_shared_feed_forward_length: the shared expert width "
+                        "is unknown",
                         k.arch);
     }
     /* None of the four architectures applies expert_weights_scale (build_moe_ffn is
@@ -317,25 +336,24 @@ int model_hparams_check(enum model_arch a, const model_hparams_t *hp, char *err,
                     hp->head_dim_k);
     if (ai->attn_width_is_embd && (uint64_t)hp->n_head * hp->head_dim_k != hp->n_embd)
         return fail(err, errlen, -EINVAL,
-                    "%s: head_count %u x head size %u must equal embedding_length %u", n, hp->n_head,
-                    hp->head_dim_k, hp->n_embd);
+                    "%s: head_count %u x head size %u must equal embedding_length %u", n,
+                    hp->n_head, hp->head_dim_k, hp->n_embd);
     /* olmoe's attn_k_norm is [n_embd] in llama.cpp, which only works without GQA. */
     if (ai->qk_norm == MODEL_QK_NORM_FULL && hp->n_head_kv != hp->n_head)
         return fail(err, errlen, -EINVAL,
                     "%s: head_count_kv %u must equal head_count %u (attn_k_norm is [n_embd])", n,
                     hp->n_head_kv, hp->n_head);
     if (hp->n_expert == 0 || hp->n_expert > MODEL_MAX_EXPERTS)
-        return fail(err, errlen, -EINVAL, "%s.expert_count %u out of range 1..%u", n,
-                    hp->n_expert, MODEL_MAX_EXPERTS);
+        return fail(err, errlen, -EINVAL, "%s.expert_count %u out of range 1..%u", n, hp->n_expert,
+                    MODEL_MAX_EXPERTS);
     if (hp->n_expert_used == 0 || hp->n_expert_used > hp->n_expert)
         return fail(err, errlen, -EINVAL, "%s.expert_used_count %u out of range 1..%u", n,
                     hp->n_expert_used, hp->n_expert);
     if (hp->n_ff_exp == 0 || hp->n_ff_exp > MODEL_MAX_WIDTH)
-        return fail(err, errlen, -EINVAL, "%s: expert width %u out of range 1..%u", n,
-                    hp->n_ff_exp, MODEL_MAX_WIDTH);
+        return fail(err, errlen, -EINVAL, "%s: expert width %u out of range 1..%u", n, hp->n_ff_exp,
+                    MODEL_MAX_WIDTH);
     if (ai->shexp ? (hp->n_ff_shexp == 0 || hp->n_ff_shexp > MODEL_MAX_WIDTH) : hp->n_ff_shexp)
-        return fail(err, errlen, -EINVAL, "%s: shared expert width %u invalid", n,
-                    hp->n_ff_shexp);
+        return fail(err, errlen, -EINVAL, "%s: shared expert width %u invalid", n, hp->n_ff_shexp);
     if (!isfinite(hp->rms_eps) || hp->rms_eps <= 0.0f || hp->rms_eps > 1.0f)
         return fail(err, errlen, -EINVAL, "%s.attention.layer_norm_rms_epsilon %g out of range", n,
                     (double)hp->rms_eps);
@@ -353,29 +371,52 @@ int model_hparams_check(enum model_arch a, const model_hparams_t *hp, char *err,
 static const gguf_tensor_t **role_slot(model_t *m, model_layer_t *l, enum model_role r)
 {
     switch (r) {
-    case MODEL_ROLE_TOK_EMBD: return &m->tok_embd;
-    case MODEL_ROLE_OUTPUT_NORM: return &m->output_norm;
-    case MODEL_ROLE_OUTPUT: return &m->output;
-    case MODEL_ROLE_ATTN_NORM: return &l->attn_norm;
-    case MODEL_ROLE_WQ: return &l->wq;
-    case MODEL_ROLE_WK: return &l->wk;
-    case MODEL_ROLE_WV: return &l->wv;
-    case MODEL_ROLE_WO: return &l->wo;
-    case MODEL_ROLE_BQ: return &l->bq;
-    case MODEL_ROLE_BK: return &l->bk;
-    case MODEL_ROLE_BV: return &l->bv;
-    case MODEL_ROLE_Q_NORM: return &l->q_norm;
-    case MODEL_ROLE_K_NORM: return &l->k_norm;
-    case MODEL_ROLE_FFN_NORM: return &l->ffn_norm;
-    case MODEL_ROLE_ROUTER: return &l->router;
-    case MODEL_ROLE_GATE_EXPS: return &l->gate_exps;
-    case MODEL_ROLE_UP_EXPS: return &l->up_exps;
-    case MODEL_ROLE_DOWN_EXPS: return &l->down_exps;
-    case MODEL_ROLE_SHEXP_GATE: return &l->shexp_gate;
-    case MODEL_ROLE_GATE_SHEXP: return &l->gate_shexp;
-    case MODEL_ROLE_UP_SHEXP: return &l->up_shexp;
-    case MODEL_ROLE_DOWN_SHEXP: return &l->down_shexp;
-    default: return NULL;
+    case MODEL_ROLE_TOK_EMBD:
+        return &m->tok_embd;
+    case MODEL_ROLE_OUTPUT_NORM:
+        return &m->output_norm;
+    case MODEL_ROLE_OUTPUT:
+        return &m->output;
+    case MODEL_ROLE_ATTN_NORM:
+        return &l->attn_norm;
+    case MODEL_ROLE_WQ:
+        return &l->wq;
+    case MODEL_ROLE_WK:
+        return &l->wk;
+    case MODEL_ROLE_WV:
+        return &l->wv;
+    case MODEL_ROLE_WO:
+        return &l->wo;
+    case MODEL_ROLE_BQ:
+        return &l->bq;
+    case MODEL_ROLE_BK:
+        return &l->bk;
+    case MODEL_ROLE_BV:
+        return &l->bv;
+    case MODEL_ROLE_Q_NORM:
+        return &l->q_norm;
+    case MODEL_ROLE_K_NORM:
+        return &l->k_norm;
+    case MODEL_ROLE_FFN_NORM:
+        return &l->ffn_norm;
+    case MODEL_ROLE_ROUTER:
+        return &l->router;
+    case MODEL_ROLE_GATE_EXPS:
+        return &l->gate_exps;
+    case MODEL_ROLE_UP_EXPS:
+        return &l->up_exps;
+    case MODEL_ROLE_DOWN_EXPS:
+        return &l->down_exps;
+    case MODEL_ROLE_SHEXP_GATE:
+        return &l->shexp_gate;
+    case MODEL_ROLE_GATE_SHEXP:
+        return &l->gate_shexp;
+    case MODEL_ROLE_UP_SHEXP:
+        return &l->up_shexp;
+    case MODEL_ROLE_DOWN_SHEXP:
+        return &l->down_shexp;
+    default:
+        return NULL;
     }
 }
 
@@ -526,7 +567,8 @@ static int account_tensors(model_t *m, const gguf_t *g, const void **claimed, si
             uint64_t sb = slice_bytes(parts[p]);
             if (sb == 0 || sb * m->hp.n_expert != parts[p]->size)
                 return fail(err, errlen, -EINVAL,
-                            "tensor %s: %" PRIu64 " bytes do not hold %u experts of %" PRIu64 " bytes",
+                            "tensor %s: %" PRIu64 " bytes do not hold %u experts of %" PRIu64
+                            " bytes",
                             parts[p]->name, parts[p]->size, m->hp.n_expert, sb);
             per_expert += sb;
         }
@@ -559,7 +601,8 @@ int model_load(const gguf_t *g, model_t **ret, char *err, size_t errlen)
         return fail(err, errlen, -EINVAL, "key general.architecture: not a string");
     if (model_arch_from_name(arch_name, &a) != 0)
         return fail(err, errlen, -ENOTSUP,
-                    "unsupported architecture '%s' (moed runs qwen3moe, qwen2moe, olmoe, llama with experts)",
+                    "unsupported architecture '%s' (moed runs qwen3moe, qwen2moe, olmoe, llama "
+                    "with experts)",
                     arch_name);
 
     m = calloc(1, sizeof(*m));
@@ -591,7 +634,8 @@ int model_load(const gguf_t *g, model_t **ret, char *err, size_t errlen)
     if (gguf_get_arr(g, "tokenizer.ggml.tokens", &tt, &n_tokens, &unused) == 0 &&
         n_tokens != m->hp.n_vocab) {
         r = fail(err, errlen, -EINVAL,
-                 "tensor token_embd.weight has %u rows but tokenizer.ggml.tokens has %" PRIu64 " tokens",
+                 "tensor token_embd.weight has %u rows but tokenizer.ggml.tokens has %" PRIu64
+                 " tokens",
                  m->hp.n_vocab, n_tokens);
         goto fail;
     }
