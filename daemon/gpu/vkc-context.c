@@ -147,8 +147,9 @@ static int create_instance(vkc_ctx_t *ctx, bool validation, char *err, size_t er
     }
     if (!validation)
         return 0;
-    PFN_vkCreateDebugUtilsMessengerEXT create = (PFN_vkCreateDebugUtilsMessengerEXT)
-        vkGetInstanceProcAddr(ctx->instance, "vkCreateDebugUtilsMessengerEXT");
+    PFN_vkCreateDebugUtilsMessengerEXT create =
+        (PFN_vkCreateDebugUtilsMessengerEXT)vkGetInstanceProcAddr(ctx->instance,
+                                                                  "vkCreateDebugUtilsMessengerEXT");
     ctx->destroy_messenger = (PFN_vkDestroyDebugUtilsMessengerEXT)vkGetInstanceProcAddr(
         ctx->instance, "vkDestroyDebugUtilsMessengerEXT");
     ctx->cmd_label = (PFN_vkCmdInsertDebugUtilsLabelEXT)vkGetInstanceProcAddr(
@@ -239,7 +240,8 @@ static int choose_device(vkc_ctx_t *ctx, const char *want, char *err, size_t err
     vr = vkEnumeratePhysicalDevices(ctx->instance, &n, devs);
     int best = -1, best_rank = 99;
     for (uint32_t i = 0; i < n && vr >= 0; i++) {
-        VkPhysicalDeviceIDProperties id = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_ID_PROPERTIES};
+        VkPhysicalDeviceIDProperties id = {.sType =
+                                               VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_ID_PROPERTIES};
         VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
                                           .pNext = &id};
         vkGetPhysicalDeviceProperties2(devs[i], &p2);
@@ -264,8 +266,10 @@ static int choose_device(vkc_ctx_t *ctx, const char *want, char *err, size_t err
     }
     free(devs);
     if (best < 0) {
-        vkc_set_error(err, err_size, want && *want ? "no Vulkan 1.2 device matches \"%s\""
-                                                    : "no Vulkan 1.2 device%s", want ? want : "");
+        vkc_set_error(err, err_size,
+                      want && *want ? "no Vulkan 1.2 device matches \"%s\""
+                                    : "no Vulkan 1.2 device%s",
+                      want ? want : "");
         return -ENODEV;
     }
     return 0;
@@ -306,8 +310,9 @@ static void describe_device(vkc_ctx_t *ctx)
     in->api_version = p2.properties.apiVersion;
     in->type = device_type(p2.properties.deviceType);
     in->subgroup_size = v11.subgroupSize;
-    in->subgroup_arithmetic = (v11.subgroupSupportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
-                              (v11.subgroupSupportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
+    in->subgroup_arithmetic =
+        (v11.subgroupSupportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+        (v11.subgroupSupportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
     in->max_allocation = m3.maxMemoryAllocationSize;
     in->max_storage_range = l->maxStorageBufferRange;
     in->storage_offset_alignment = l->minStorageBufferOffsetAlignment;
@@ -333,20 +338,19 @@ int vkc_device_info_format(const vkc_device_info_t *in, char *buf, size_t size)
                               i ? ", " : "", in->heaps[i].size / 1073741824.0,
                               in->heaps[i].device_local ? " device-local" : "",
                               in->heaps[i].budget / 1073741824.0);
-    return snprintf(buf, size,
-                    "device %u \"%s\" (%s, %s), Vulkan %u.%u.%u, uuid %s, subgroup %u%s, "
-                    "heaps: %s; max allocation %llu MiB, max storage range %llu MiB%s%s%s%s%s",
-                    in->index, in->name, type_name(in->type), in->driver,
-                    VK_API_VERSION_MAJOR(in->api_version), VK_API_VERSION_MINOR(in->api_version),
-                    VK_API_VERSION_PATCH(in->api_version), in->uuid, in->subgroup_size,
-                    in->subgroup_arithmetic ? " (arithmetic)" : "", heaps,
-                    (unsigned long long)(in->max_allocation >> 20),
-                    (unsigned long long)(in->max_storage_range >> 20),
-                    in->memory_budget ? ", memory budget" : "",
-                    in->host_import ? ", host import" : "",
-                    in->buffer_device_address ? ", buffer device address" : "",
-                    in->unified_memory ? ", unified memory" : "",
-                    in->separate_transfer_queue ? ", transfer queue" : "");
+    return snprintf(
+        buf, size,
+        "device %u \"%s\" (%s, %s), Vulkan %u.%u.%u, uuid %s, subgroup %u%s, "
+        "heaps: %s; max allocation %llu MiB, max storage range %llu MiB%s%s%s%s%s",
+        in->index, in->name, type_name(in->type), in->driver, VK_API_VERSION_MAJOR(in->api_version),
+        VK_API_VERSION_MINOR(in->api_version), VK_API_VERSION_PATCH(in->api_version), in->uuid,
+        in->subgroup_size, in->subgroup_arithmetic ? " (arithmetic)" : "", heaps,
+        (unsigned long long)(in->max_allocation >> 20),
+        (unsigned long long)(in->max_storage_range >> 20),
+        in->memory_budget ? ", memory budget" : "", in->host_import ? ", host import" : "",
+        in->buffer_device_address ? ", buffer device address" : "",
+        in->unified_memory ? ", unified memory" : "",
+        in->separate_transfer_queue ? ", transfer queue" : "");
 }
 
 static void find_queues(vkc_ctx_t *ctx)
@@ -410,9 +414,13 @@ static int create_device(vkc_ctx_t *ctx, char *err, size_t err_size)
     float prio = 1.0f;
     VkDeviceQueueCreateInfo qci[2] = {
         {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
-         .queueFamilyIndex = ctx->queue_family, .queueCount = 1, .pQueuePriorities = &prio},
+         .queueFamilyIndex = ctx->queue_family,
+         .queueCount = 1,
+         .pQueuePriorities = &prio},
         {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
-         .queueFamilyIndex = ctx->transfer_family, .queueCount = 1, .pQueuePriorities = &prio},
+         .queueFamilyIndex = ctx->transfer_family,
+         .queueCount = 1,
+         .pQueuePriorities = &prio},
     };
     in->separate_transfer_queue = ctx->transfer_family != UINT32_MAX;
     VkDeviceCreateInfo ci = {
@@ -477,7 +485,8 @@ static int create_pipeline_cache(vkc_ctx_t *ctx, const char *dir)
         }
     }
     VkPipelineCacheCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO,
-                                    .initialDataSize = size, .pInitialData = size ? data : NULL};
+                                    .initialDataSize = size,
+                                    .pInitialData = size ? data : NULL};
     VkResult vr = vkCreatePipelineCache(ctx->device, &ci, NULL, &ctx->pipeline_cache);
     free(data);
     ctx->info.pipeline_cache_loaded = vr == VK_SUCCESS && size > 0;
@@ -685,7 +694,8 @@ int vkc_cmd_submit(vkc_cmd_t *cmd, uint64_t *ret_point)
     cmd->recording = false;
     /* results become visible to the host (mapped readback) once the submission completes */
     VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
-                          .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+                          .srcAccessMask =
+                              VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
                           .dstAccessMask = VK_ACCESS_HOST_READ_BIT};
     vkCmdPipelineBarrier(cmd->cb,
                          VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
@@ -739,6 +749,7 @@ void vkc_cmd_barrier(vkc_cmd_t *cmd, const char *why)
         .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
                          VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
     };
-    VkPipelineStageFlags stages = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
+    VkPipelineStageFlags stages =
+        VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
     vkCmdPipelineBarrier(cmd->cb, stages, stages, 0, 1, &mb, 0, NULL, 0, NULL);
 }

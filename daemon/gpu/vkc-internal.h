@@ -5,10 +5,10 @@
 
 #include "gpu/vkc.h"
 
-#define VKC_MAX_KINDS 3
+#define VKC_MAX_KINDS     3
 #define VKC_MAX_PIPELINES 128
-#define VKC_MAX_SPEC 8
-#define VKC_MAX_BINDINGS 8
+#define VKC_MAX_SPEC      8
+#define VKC_MAX_BINDINGS  8
 
 /* A free range of a block. */
 typedef struct vkc_range {
@@ -26,8 +26,8 @@ typedef struct vkc_block {
     uint64_t address;  /* device address of byte 0, or 0 */
     vkc_range_t *free; /* sorted by offset, coalesced */
     size_t n_free, cap_free;
-    size_t n_used;     /* live buffers */
-    bool dedicated;    /* holds one buffer only (imported, oversized) */
+    size_t n_used;         /* live buffers */
+    bool dedicated;        /* holds one buffer only (imported, oversized) */
     bool dedicated_import; /* memory is the caller's host pages: never unmapped */
 } vkc_block_t;
 
@@ -35,8 +35,8 @@ struct vkc_buffer {
     vkc_ctx_t *ctx;
     vkc_block_t *block;
     enum vkc_mem_kind kind;
-    uint64_t off;  /* in the block */
-    uint64_t size; /* usable bytes */
+    uint64_t off;        /* in the block */
+    uint64_t size;       /* usable bytes */
     uint64_t alloc_size; /* bytes taken from the block */
 };
 
@@ -68,10 +68,10 @@ struct vkc_ctx {
     vkc_device_info_t info;
     VkPhysicalDeviceMemoryProperties mem_props;
     PFN_vkGetMemoryHostPointerPropertiesEXT host_pointer_props;
-    uint64_t device_limit;          /* bytes of device-local blocks allowed */
+    uint64_t device_limit; /* bytes of device-local blocks allowed */
     uint64_t heap_used[VK_MAX_MEMORY_HEAPS];
-    uint64_t block_size;            /* default block size */
-    int mem_type[VKC_MAX_KINDS];    /* memory type index per kind, -1 if none */
+    uint64_t block_size;         /* default block size */
+    int mem_type[VKC_MAX_KINDS]; /* memory type index per kind, -1 if none */
     vkc_block_t *blocks[VKC_MAX_KINDS];
 
     vkc_pipeline_t pipelines[VKC_MAX_PIPELINES];
@@ -94,7 +94,7 @@ struct vkc_cmd {
     vkc_dpool_t *dpools; /* head is the one in use */
     uint64_t point;      /* timeline value of the last submission, 0 if none */
     bool recording;
-    int error;           /* first recording error, returned by submit */
+    int error; /* first recording error, returned by submit */
 };
 
 /* A binding of a dispatch: bytes [off, off + need) of buf must be reachable. */

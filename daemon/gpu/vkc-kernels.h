@@ -18,8 +18,8 @@ typedef struct vkc_view {
 int vkc_cmd_copy(vkc_cmd_t *cmd, vkc_view_t src, vkc_view_t dst, uint64_t n);
 
 /* Y[v][r] (+)= sum_c W[r][c] * X[v][c] for v < n_vec (1..any; weights are read once per 8
- * vectors), W rows x cols of GGML type `type` (cols a multiple of the block size),
- * X and Y float32 with strides x_stride / y_stride floats (0: cols / rows). */
+ * vectors), W rows x cols of GGML type `type` (cols a multiple of the block size; w.off a multiple
+ * of 4), X and Y float32 with strides x_stride / y_stride floats (0: cols / rows). */
 typedef struct vkc_matvec_args {
     uint32_t type;
     uint32_t rows, cols, n_vec;
@@ -31,12 +31,66 @@ int vkc_cmd_matvec(vkc_cmd_t *cmd, const vkc_matvec_args_t *a);
 /* True when the type has a matvec kernel. */
 bool vkc_matvec_supports(uint32_t type);
 
-/* How matvec maps rows to lanes (see shaders/matvec.comp): layout 0 strides lanes over a
- * row's blocks and reduces with subgroupAdd (GPUs), layout 1 gives each lane whole rows (CPU
- * devices); wg lanes per workgroup; rows per workgroup (layout 0) or per lane (layout 1).
- * Defaults depend on the device type; `moe bench kernels` can override them to compare. */
+/* How matvec maps rows to lanes (see shaders/matvec.comp): wg lanes per workgroup (a power
+ * of two) stride over the blocks of `rows` rows (1..32) and reduce with subgroupAdd. Defaults
+ * depend on the device type; `moe bench kernels --tuning` overrides them to compare. */
 typedef struct vkc_matvec_tuning {
-    uint32_t layout, wg, rows;
+    uint32_t wg, rows;
 } vkc_matvec_tuning_t;
 void vkc_matvec_get_tuning(vkc_ctx_t *ctx, vkc_matvec_tuning_t *ret);
 int vkc_matvec_set_tuning(vkc_ctx_t *ctx, const vkc_matvec_tuning_t *t);
+
+/* ---- norms, RoPE, element-wise, routing (vkc-ops.c) ------------------------------------ */
+
+/* out[r][i] = x[r][i] / sqrt(mean(x[r]^2) + eps) * w[(r % w_rows)][i] for r < n_rows,
+ * i < n (ref_rmsnorm per row). Whole row: n = n_embd, a row per token. Per head: n =
+ * head_dim, a row per (token, head). w.buf NULL: no weight. Strides in floats (0: n); out
+ * may be x (in place). */
+typedef struct vkc_rmsnorm_args {
+    uint32_t n, n_rows;
+    vkc_view_t x, w, out;
+    uint32_t x_stride, out_stride, w_rows; /* w_rows 0 means 1 */
+    float eps;
+} vkc_rmsnorm_args_t;
+int vkc_cmd_rmsnorm(vkc_cmd_t *cmd, const vkc_rmsnorm_args_t *a);
+
+/* RoPE in place on x[t][h][0..head_dim) at positions pos[t] (int32 on the device), as
+ * ref_rope: NORM (neox false) or NEOX pairs of the first n_rot dims. Strides in floats
+ * (0: n_head * head_dim and head_dim). */
+typedef struct vkc_rope_args {
+    uint32_t n_tok, n_head, head_dim, n_rot;
+    vkc_view_t x, pos;
+    uint32_t tok_stride, head_stride;
+    bool neox;
+    float freq_base, freq_scale;
+} vkc_rope_args_t;
+int vkc_cmd_rope(vkc_cmd_t *cmd, const vkc_rope_args_t *a);
+
+enum vkc_eltwise_op {
+    VKC_ADD = 0,      /* out = a + b */
+    VKC_SCALE = 1,    /* out = s * a */
+    VKC_ACCUM = 2,    /* out += s * wt(i) * a: weighted accumulate */
+    VKC_SWIGLU = 3,   /* out = silu(a) * b (a = gate, b = up) */
+    VKC_SIG_GATE = 4, /* out = a * sigmoid(b) */
+};
+/* n floats; out may alias a or b. For VKC_ACCUM with wt.buf set, element i is weighted by
+ * wt[(i / row) * wt_stride + wt_index] (an expert's weight per token: row = n_embd). */
+typedef struct vkc_eltwise_args {
+    enum vkc_eltwise_op op;
+    uint32_t n;
+    vkc_view_t a, b, out, wt;
+    float s;
+    uint32_t row, wt_stride, wt_index;
+} vkc_eltwise_args_t;
+int vkc_cmd_eltwise(vkc_cmd_t *cmd, const vkc_eltwise_args_t *a);
+
+/* Routing of n_tok tokens as ref_route: logits[t][n_expert] (stride l_stride floats, 0:
+ * n_expert) -> ids int32[t][k] and weights float[t][k]. n_expert <= 4096, k <= n_expert. */
+typedef struct vkc_router_args {
+    uint32_t n_tok, n_expert, k;
+    vkc_view_t logits, ids, weights;
+    uint32_t l_stride;
+    bool gating_sigmoid, norm_topk;
+    float scale;
+} vkc_router_args_t;
+int vkc_cmd_router(vkc_cmd_t *cmd, const vkc_router_args_t *a);

@@ -63,17 +63,18 @@ static void update_heaps(vkc_ctx_t *ctx)
         /* heapBudget counts other processes too and includes what we hold already; some
          * drivers report 0 or nonsense: then trust the heap size */
         uint64_t budget = b.heapBudget[i];
-        in->heaps[i].budget = ctx->info.memory_budget && budget > 0 && budget <= h->size ? budget
-                                                                                         : h->size;
+        in->heaps[i].budget =
+            ctx->info.memory_budget && budget > 0 && budget <= h->size ? budget : h->size;
     }
 }
 
 int vkc_memory_init(vkc_ctx_t *ctx)
 {
     update_heaps(ctx);
-    const VkMemoryPropertyFlags vis = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
-                                      VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
-    ctx->mem_type[VKC_MEM_DEVICE] = pick_type(ctx, ~0u, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, vis, 0);
+    const VkMemoryPropertyFlags vis =
+        VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+    ctx->mem_type[VKC_MEM_DEVICE] =
+        pick_type(ctx, ~0u, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, vis, 0);
     ctx->mem_type[VKC_MEM_HOST] = pick_type(ctx, ~0u, vis, VK_MEMORY_PROPERTY_HOST_CACHED_BIT,
                                             VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
     ctx->mem_type[VKC_MEM_IMPORTED] = -1; /* per import */
@@ -177,7 +178,8 @@ static int block_new(vkc_ctx_t *ctx, int type, uint64_t size, void *host_ptr, vk
     if (host_ptr) {
         b->map = host_ptr;
         b->dedicated_import = true;
-    } else if (ctx->mem_props.memoryTypes[type].propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT) {
+    } else if (ctx->mem_props.memoryTypes[type].propertyFlags &
+               VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT) {
         r = vkc_errno(vkMapMemory(ctx->device, b->mem, 0, VK_WHOLE_SIZE, 0, &b->map));
         if (r < 0) {
             b->map = NULL;
@@ -261,7 +263,8 @@ int vkc_buffer_new(vkc_ctx_t *ctx, enum vkc_mem_kind kind, uint64_t size, vkc_bu
 {
     if ((kind != VKC_MEM_DEVICE && kind != VKC_MEM_HOST) || size == 0)
         return -EINVAL;
-    uint64_t alloc = align_up(size, buffer_alignment(ctx));
+    /* 16 bytes of slack: kernels read whole words past a 2-aligned block end (dequant.glsl) */
+    uint64_t alloc = align_up(size + 16, buffer_alignment(ctx));
     if (alloc < size)
         return -ENOMEM;
     vkc_buffer_t *buf = calloc(1, sizeof(*buf));
@@ -327,8 +330,12 @@ int vkc_buffer_import(vkc_ctx_t *ctx, void *ptr, uint64_t size, vkc_buffer_t **r
     block_take(b, size, &buf->off);
     b->next = ctx->blocks[VKC_MEM_IMPORTED];
     ctx->blocks[VKC_MEM_IMPORTED] = b;
-    *buf = (vkc_buffer_t){.ctx = ctx, .block = b, .kind = VKC_MEM_IMPORTED, .off = 0,
-                          .size = size, .alloc_size = size};
+    *buf = (vkc_buffer_t){.ctx = ctx,
+                          .block = b,
+                          .kind = VKC_MEM_IMPORTED,
+                          .off = 0,
+                          .size = size,
+                          .alloc_size = size};
     *ret = buf;
     return 0;
 }

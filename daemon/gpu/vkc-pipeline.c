@@ -40,10 +40,10 @@ static int pipeline_create(vkc_ctx_t *ctx, const moe_spirv_module_t *m, vkc_pipe
                                               .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
                                               .descriptorCount = 1,
                                               .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT};
-    VkDescriptorSetLayoutCreateInfo dci = {
-        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
-        .bindingCount = p->n_bindings,
-        .pBindings = b};
+    VkDescriptorSetLayoutCreateInfo dci = {.sType =
+                                               VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
+                                           .bindingCount = p->n_bindings,
+                                           .pBindings = b};
     int r = vkc_errno(vkCreateDescriptorSetLayout(ctx->device, &dci, NULL, &p->dsl));
     if (r < 0)
         return r;
@@ -66,10 +66,8 @@ static int pipeline_create(vkc_ctx_t *ctx, const moe_spirv_module_t *m, vkc_pipe
     VkSpecializationMapEntry e[VKC_MAX_SPEC];
     for (uint32_t i = 0; i < p->n_spec; i++)
         e[i] = (VkSpecializationMapEntry){.constantID = i, .offset = 4 * i, .size = 4};
-    VkSpecializationInfo si = {.mapEntryCount = p->n_spec,
-                               .pMapEntries = e,
-                               .dataSize = 4 * p->n_spec,
-                               .pData = p->spec};
+    VkSpecializationInfo si = {
+        .mapEntryCount = p->n_spec, .pMapEntries = e, .dataSize = 4 * p->n_spec, .pData = p->spec};
     VkComputePipelineCreateInfo ci = {
         .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
         .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
@@ -181,8 +179,12 @@ int vkc_cmd_dispatch(vkc_cmd_t *cmd, vkc_pipeline_t *p, const vkc_bind_t *binds,
         uint64_t start = base + b->off;
         uint64_t a = in->storage_offset_alignment ? in->storage_offset_alignment : 1;
         bi[i].offset = start / a * a;
+        /* + 16: the buffer's slack (vkc-memory.c), read by block decoders at a row's end */
         uint64_t range = start - bi[i].offset + (b->need ? b->need : 4);
         range = (range + 3) & ~3ull;
+        if (b->buf->kind != VKC_MEM_IMPORTED && start + b->need + 16 <= b->buf->block->size &&
+            range + 16 <= in->max_storage_range)
+            range += 16;
         if (range > in->max_storage_range)
             return vkc_cmd_fail(cmd, -E2BIG);
         if (bi[i].offset + range > b->buf->block->size)

@@ -66,13 +66,13 @@ typedef struct vkc_device_info {
     uint32_t max_shared_memory;
     uint32_t n_heaps;
     vkc_heap_info_t heaps[16];
-    bool memory_budget;        /* VK_EXT_memory_budget enabled */
-    bool host_import;          /* VK_EXT_external_memory_host enabled */
+    bool memory_budget; /* VK_EXT_memory_budget enabled */
+    bool host_import;   /* VK_EXT_external_memory_host enabled */
     bool buffer_device_address;
-    bool unified_memory;       /* device-local memory is host-visible (CPU, most iGPUs) */
+    bool unified_memory; /* device-local memory is host-visible (CPU, most iGPUs) */
     bool separate_transfer_queue;
-    bool validation;           /* layer active */
-    bool pipeline_cache_loaded;/* a cache file was read */
+    bool validation;            /* layer active */
+    bool pipeline_cache_loaded; /* a cache file was read */
 } vkc_device_info_t;
 
 /* Create the instance, choose the device (see vkc_options_t), create the compute queue (and
@@ -99,15 +99,15 @@ uint64_t vkc_ctx_device_bytes(const vkc_ctx_t *ctx);
 /* ---- memory ----------------------------------------------------------------------------- */
 
 enum vkc_mem_kind {
-    VKC_MEM_DEVICE = 0, /* device-local; mapped too when the device has unified memory */
-    VKC_MEM_HOST = 1,   /* host-visible, coherent, mapped: staging and readback */
+    VKC_MEM_DEVICE = 0,   /* device-local; mapped too when the device has unified memory */
+    VKC_MEM_HOST = 1,     /* host-visible, coherent, mapped: staging and readback */
     VKC_MEM_IMPORTED = 2, /* caller's host pages (VK_EXT_external_memory_host); vkc_buffer_import */
 };
 
-/* A buffer of size bytes (rounded up to 16), sub-allocated from a large block of the kind's
- * memory. Blocks respect maxMemoryAllocationSize and the heap budget (or device_limit):
- * -ENOMEM when it does not fit, so the caller can evict and retry. Buffers larger than
- * maxStorageBufferRange can be created but a kernel binding more than that many bytes of one
+/* A buffer of size bytes (plus 16 bytes of slack for block decoders), sub-allocated from a large
+ * block of the kind's memory. Blocks respect maxMemoryAllocationSize and the heap budget (or
+ * device_limit): -ENOMEM when it does not fit, so the caller can evict and retry. Buffers larger
+ * than maxStorageBufferRange can be created but a kernel binding more than that many bytes of one
  * returns -E2BIG. */
 int vkc_buffer_new(vkc_ctx_t *ctx, enum vkc_mem_kind kind, uint64_t size, vkc_buffer_t **ret);
 /* Wrap host memory the caller owns (ptr and size aligned to info.import_alignment) as a
@@ -153,3 +153,4 @@ int vkc_cmd_copy_buffer(vkc_cmd_t *cmd, const vkc_buffer_t *src, uint64_t src_of
                         vkc_buffer_t *dst, uint64_t dst_off, uint64_t n);
 
 #include "gpu/vkc-kernels.h"
+#include "gpu/vkc-ops2.h"

@@ -1,0 +1,47 @@
+#version 450
+/* shaders/eltwise.comp: element-wise operations on n floats, the operation chosen by the
+ * specialization constant OP:
+ *   0 add       out[i] = a[i] + b[i]
+ *   1 scale     out[i] = s * a[i]
+ *   2 accum     out[i] += s * wt(i) * a[i]   (weighted accumulate: an expert's output into the
+ *               token's sum, wt(i) = WT[(i / row) * wt_stride + wt_off] or 1 without weights)
+ *   3 swiglu    out[i] = silu(a[i]) * b[i]    silu(x) = x / (1 + exp(-x))
+ *   4 sig_gate  out[i] = a[i] * sigmoid(b[i])
+ * Bindings: 0 A float[n]; 1 B float[n]; 2 OUT float[n] (may alias A or B); 3 WT float[].
+ * Push constants (struct vkc_pc_eltwise): n, row, wt_stride, wt_off, has_wt, s
+ * Specialization: 0 WG, 1 OP. Dispatch: ceil(n / WG) (flattened). */
+#include "common.glsl"
+
+layout(constant_id = 0) const uint WG = 64;
+layout(constant_id = 1) const uint OP = 0;
+layout(local_size_x_id = 0) in;
+
+layout(binding = 0) readonly buffer Ab { float A[]; };
+layout(binding = 1) readonly buffer Bb { float B[]; };
+layout(binding = 2) buffer Ob { float OUT[]; };
+layout(binding = 3) readonly buffer Wb { float WT[]; };
+
+layout(push_constant) uniform PC {
+    uint n, row, wt_stride, wt_off, has_wt;
+    float s;
+} pc;
+
+void main()
+{
+    uint i = wg_linear() * WG + gl_LocalInvocationID.x;
+    if (i >= pc.n)
+        return;
+    if (OP == 0u) {
+        OUT[i] = A[i] + B[i];
+    } else if (OP == 1u) {
+        OUT[i] = pc.s * A[i];
+    } else if (OP == 2u) {
+        float w = pc.has_wt != 0u ? WT[(i / pc.row) * pc.wt_stride + pc.wt_off] : 1.0;
+        OUT[i] += pc.s * w * A[i];
+    } else if (OP == 3u) {
+        float g = A[i];
+        OUT[i] = g / (1.0 + exp(-g)) * B[i];
+    } else {
+        OUT[i] = A[i] / (1.0 + exp(-B[i]));
+    }
+}
