@@ -53,7 +53,9 @@ static const setting_def_t defs[] = {
      "maximum requests waiting for a sequence slot (more get 429)"},
     {"request-timeout", ST_U32, F(request_timeout), "600", 1, 86400, NULL,
      "seconds one request may run in all before it is ended"},
-    {"idle-timeout", ST_U32, F(idle_timeout), "30", 1, 3600, NULL,
+    /* at least 5: above the 2 s keep-alive ping (PING_MS, api_generate.c) of a stream that
+     * waits in the queue, which libmicrohttpd would otherwise close as idle */
+    {"idle-timeout", ST_U32, F(idle_timeout), "30", 5, 3600, NULL,
      "seconds an idle client connection is kept open"},
     {"max-body", ST_SIZE, F(max_body), "1M", 1024, 256ull << 20, NULL,
      "largest accepted request body (larger get 413)"},

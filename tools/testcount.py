@@ -38,6 +38,17 @@ for b in sys.argv[1:]:
         else:
             tot["failed"] += 1
             failed_names.append(f"{b}:{t['name']} ({res})")
+# The fuzz smoke of tools/test: "ok NAME" / "FAIL NAME" lines.
+try:
+    for line in open("build/fuzz-smoke.txt"):
+        word, _, name = line.strip().partition(" ")
+        if word == "ok":
+            tot["passed"] += 1
+        elif word == "FAIL":
+            tot["failed"] += 1
+            failed_names.append(f"fuzz:{name}")
+except OSError:
+    pass
 if failed_names:
     print("failed: " + ", ".join(failed_names))
 print(f"{tot['passed']} passed, {tot['failed']} failed, {tot['skipped']} skipped")

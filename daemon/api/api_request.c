@@ -34,9 +34,11 @@ static int get_float(json_t *o, const char *key, double lo, double hi, bool lo_o
     if (!json_is_number(v))
         return fail(e, key, "'%s' must be a number", key);
     double d = json_number_value(v);
-    if (!isfinite(d) || d > hi || d < lo || (lo_open && d == lo))
+    /* Checked as the float it becomes: 1e-50 is above 0 as a double but 0 as a float. */
+    float f = (float)d;
+    if (!isfinite(d) || d > hi || d < lo || (lo_open && f == (float)lo))
         return fail(e, key, "'%s' must be in %s%g, %g]", key, lo_open ? "(" : "[", lo, hi);
-    *ret = (float)d;
+    *ret = f;
     return 0;
 }
 

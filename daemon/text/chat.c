@@ -538,16 +538,18 @@ static void render_simple(sbuf_t *b, const chat_template_t *ct, const chat_msg_t
         render_gemma(b, m, n, gen);
         break;
     case CHAT_ORION: {
-        const char *sys = NULL;
+        /* No system turn: system texts gather (all of them, as llama.cpp appends them)
+         * until the next user turn takes them. */
+        sbuf_t sys = {0};
         for (size_t i = 0; i < n; i++) {
             if (is(m[i].role, "system")) {
-                sys = m[i].content;
+                sb_add(&sys, m[i].content);
             } else if (is(m[i].role, "user")) {
                 sb_add(b, "Human: ");
-                if (sys) {
-                    sb_add(b, sys);
+                if (sys.n) {
+                    sb_addn(b, sys.s, sys.n);
                     sb_add(b, "\n\n");
-                    sys = NULL;
+                    sys.n = 0;
                 }
                 sb_add(b, m[i].content);
                 sb_add(b, "\n\nAssistant: </s>");
@@ -556,6 +558,9 @@ static void render_simple(sbuf_t *b, const chat_template_t *ct, const chat_msg_t
                 sb_add(b, "</s>");
             }
         }
+        if (sys.err)
+            b->err = sys.err;
+        free(sys.s);
         break;
     }
     case CHAT_OPENCHAT:

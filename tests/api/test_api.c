@@ -39,6 +39,8 @@ static const struct bad {
     {API_COMPLETION, "{\"prompt\":\"a\",\"temperature\":\"hot\"}", "temperature"},
     {API_COMPLETION, "{\"prompt\":\"a\",\"top_p\":0}", "top_p"},
     {API_COMPLETION, "{\"prompt\":\"a\",\"top_p\":1.5}", "top_p"},
+    {API_COMPLETION, "{\"prompt\":\"a\",\"top_p\":1e-50}", "top_p"}, /* 0 as a float */
+    {API_COMPLETION, "{\"prompt\":\"a\",\"repetition_penalty\":1e-300}", "repetition_penalty"},
     {API_COMPLETION, "{\"prompt\":\"a\",\"top_k\":-3}", "top_k"},
     {API_COMPLETION, "{\"prompt\":\"a\",\"min_p\":2}", "min_p"},
     {API_COMPLETION, "{\"prompt\":\"a\",\"presence_penalty\":3}", "presence_penalty"},
