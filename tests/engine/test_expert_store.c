@@ -3,6 +3,7 @@
  * (zero copy or staged), from the host tier or was already resident; budgets hold; a read
  * error fails that acquire only and leaks no slot. */
 #include <check.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -239,6 +240,10 @@ END_TEST
 
 int main(void)
 {
+    /* Keep the driver and layer loaded past vkDestroyInstance so that LeakSanitizer can name
+     * (and tests/gpu/lsan.supp suppress) what they still hold at exit. */
+    dlopen("libvulkan_lvp.so", RTLD_NOW | RTLD_NODELETE);
+    dlopen("libVkLayer_khronos_validation.so", RTLD_NOW | RTLD_NODELETE);
     vkc_ctx_t *probe;
     char err[256];
     vkc_options_t o = {.validation = 0};
