@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "model/gguf-private.h"
 #include "model/quant.h"
 
 /* Numeric arrays are handed out as the file's bytes, which is only the host's layout on a
@@ -152,8 +153,7 @@ const char *gguf_type_name(enum gguf_type t)
     return (unsigned)t < GGUF_TYPE_COUNT_ ? names[t] : "unknown";
 }
 
-/* Grows *p (an array of elem-sized items with *cap slots) to hold need items, doubling. */
-static int gguf_grow(void **p, size_t *cap, size_t need, size_t elem)
+int gguf_grow(void **p, size_t *cap, size_t need, size_t elem)
 {
     size_t nc = *cap ? *cap : 16, bytes;
     void *q;

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "model/gguf-private.h"
 #include "model/quant.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "gguf_write.c assumes little-endian");
@@ -66,32 +67,13 @@ struct gguf_writer {
     size_t out_len;
 };
 
-static int gguf_w_grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-    size_t nc = *cap ? *cap : 64, bytes;
-    void *q;
-
-    if (need <= *cap)
-        return 0;
-    while (nc < need)
-        if (__builtin_mul_overflow(nc, 2, &nc))
-            return -ENOMEM;
-    if (__builtin_mul_overflow(nc, elem, &bytes))
-        return -ENOMEM;
-    q = realloc(*p, bytes);
-    if (!q)
-        return -ENOMEM;
-    *p = q;
-    *cap = nc;
-    return 0;
-}
 
 /* Appends n bytes to a serialization buffer. */
 static int gguf_w_put(uint8_t **buf, size_t *len, size_t *cap, const void *src, size_t n)
 {
     size_t need;
 
-    if (__builtin_add_overflow(*len, n, &need) || gguf_w_grow((void **)buf, cap, need, 1) < 0)
+    if (__builtin_add_overflow(*len, n, &need) || gguf_grow((void **)buf, cap, need, 1) < 0)
         return -ENOMEM;
     if (n)
         memcpy(*buf + *len, src, n);
@@ -279,7 +261,7 @@ static int gguf_w_begin_kv(gguf_writer_t *w, const char *key, uint32_t type, siz
 
     if (r < 0)
         return r;
-    if (gguf_w_grow((void **)&w->keys, &w->keys_cap, w->n_kv + 1, sizeof(*w->keys)) < 0)
+    if (gguf_grow((void **)&w->keys, &w->keys_cap, w->n_kv + 1, sizeof(*w->keys)) < 0)
         return -ENOMEM;
     r = gguf_w_put_str(&w->kv_buf, &w->kv_len, &w->kv_cap, key, len);
     if (r == 0)
@@ -513,8 +495,8 @@ int gguf_writer_add_tensor(gguf_writer_t *w, const char *name, uint32_t n_dims, 
     for (size_t i = 0; i < w->n_tensors; i++)
         if (w->names[i].len == len && memcmp(w->ti_buf + w->names[i].off, name, len) == 0)
             return -EEXIST;
-    if (gguf_w_grow((void **)&w->names, &w->names_cap, w->n_tensors + 1, sizeof(*w->names)) < 0 ||
-        gguf_w_grow((void **)&w->tensors, &w->tensors_cap, w->n_tensors + 1, sizeof(*w->tensors)) <
+    if (gguf_grow((void **)&w->names, &w->names_cap, w->n_tensors + 1, sizeof(*w->names)) < 0 ||
+        gguf_grow((void **)&w->tensors, &w->tensors_cap, w->n_tensors + 1, sizeof(*w->tensors)) <
             0)
         return -ENOMEM;
     mark = w->ti_len;
