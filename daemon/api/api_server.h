@@ -19,7 +19,6 @@ typedef struct api_metrics {
     atomic_uint_fast64_t denied;         /* connections refused by the allow-list */
     atomic_uint_fast64_t prompt_tokens;
     atomic_uint_fast64_t completion_tokens;
-    atomic_uint_fast64_t active;         /* requests being served */
     api_hist_t latency;                  /* generation requests, seconds */
     api_hist_t ttft;                     /* time to first token, seconds */
 } api_metrics_t;

@@ -67,7 +67,6 @@ typedef struct sched_stats {
     uint64_t requests_done, requests_failed, requests_cancelled;
     uint64_t prompt_tokens, completion_tokens;
     uint32_t queued, active;
-    double tokens_per_second; /* generated, over the last few seconds */
 } sched_stats_t;
 
 typedef struct sched sched_t;

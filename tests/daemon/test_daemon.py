@@ -470,6 +470,20 @@ def sigterm_ends_in_flight_streams_cleanly_and_exits_zero(env):
     assert last.get("error", {}).get("code") == 503, last  # ended, and told why
 
 
+def report(results):
+    """Prints (name, ok, detail) results and the Check-style summary line tools/test counts;
+    returns the exit status."""
+    failures = 0
+    for name, ok, detail in results:
+        print(f"{'ok  ' if ok else 'FAIL'} {name}")
+        if not ok:
+            failures += 1
+            print("     " + detail.replace("\n", "\n     "))
+    pct = 100 * (len(results) - failures) // max(len(results), 1)
+    print(f"{pct}%: Checks: {len(results)}, Failures: {failures}, Errors: 0")
+    return 1 if failures else 0
+
+
 class Skip(Exception):
     pass
 

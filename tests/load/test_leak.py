@@ -143,15 +143,7 @@ def main():
               + (f"; definitely lost {definite}" if definite else ""))
         shutil.rmtree(d, ignore_errors=True)
 
-    failures = 0
-    for name, ok, detail in results:
-        print(f"{'ok  ' if ok else 'FAIL'} {name}")
-        if not ok:
-            failures += 1
-            print("     " + detail.replace("\n", "\n     "))
-    pct = 100 * (len(results) - failures) // max(len(results), 1)
-    print(f"{pct}%: Checks: {len(results)}, Failures: {failures}, Errors: 0")
-    return 1 if failures else 0
+    return T.report(results)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ Figures (requests/s, RSS per round, fds) are printed. Environment knobs: MOE_LOA
 (multiplies the requests per client; the sanitizer build defaults to a smaller load),
 MOE_LOAD_ROUNDS, MOE_LOAD_SEED. Prints a Check-style summary line; exits 77 when the model
 cannot be made."""
-import collections, json, os, random, signal, socket, subprocess, sys, tempfile, threading
+import collections, json, os, random, socket, subprocess, sys, tempfile, threading
 import time, traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "daemon"))
@@ -498,15 +498,7 @@ def main():
                         f"rc {rc}; stderr tail: {''.join(errs[-20:])}"))
         subprocess.run(["rm", "-rf", env.dir])
 
-    failures = 0
-    for name, ok, detail in results:
-        print(f"{'ok  ' if ok else 'FAIL'} {name}")
-        if not ok:
-            failures += 1
-            print("     " + detail.replace("\n", "\n     "))
-    pct = 100 * (len(results) - failures) // max(len(results), 1)
-    print(f"{pct}%: Checks: {len(results)}, Failures: {failures}, Errors: 0")
-    return 1 if failures else 0
+    return T.report(results)
 
 
 if __name__ == "__main__":
