@@ -7,8 +7,10 @@
  *               token's sum, wt(i) = WT[(i / row) * wt_stride + wt_off] or 1 without weights)
  *   3 swiglu    out[i] = silu(a[i]) * b[i]    silu(x) = x / (1 + exp(-x))
  *   4 sig_gate  out[i] = a[i] * sigmoid(b[i])
- * Bindings: 0 A float[n]; 1 B float[n]; 2 OUT float[n] (may alias A or B); 3 WT float[].
- * Push constants (struct vkc_pc_eltwise): n, row, wt_stride, wt_off, has_wt, s
+ * B is read as B[i] (b_mode 0), B[i % row] (1: a bias added to every row) or B[i / row]
+ * (2: one value per row, the shared expert's gate of each token).
+ * Bindings: 0 A float[n]; 1 B float[]; 2 OUT float[n] (may alias A or B); 3 WT float[].
+ * Push constants (struct vkc_pc_eltwise): n, row, wt_stride, wt_off, has_wt, s, b_mode
  * Specialization: 0 WG, 1 OP. Dispatch: ceil(n / WG) (flattened). */
 #include "common.glsl"
 
@@ -24,7 +26,13 @@ layout(binding = 3) readonly buffer Wb { float WT[]; };
 layout(push_constant) uniform PC {
     uint n, row, wt_stride, wt_off, has_wt;
     float s;
+    uint b_mode;
 } pc;
+
+float b_at(uint i)
+{
+    return B[pc.b_mode == 1u ? i % pc.row : pc.b_mode == 2u ? i / pc.row : i];
+}
 
 void main()
 {
@@ -32,7 +40,7 @@ void main()
     if (i >= pc.n)
         return;
     if (OP == 0u) {
-        OUT[i] = A[i] + B[i];
+        OUT[i] = A[i] + b_at(i);
     } else if (OP == 1u) {
         OUT[i] = pc.s * A[i];
     } else if (OP == 2u) {
@@ -40,8 +48,8 @@ void main()
         OUT[i] += pc.s * w * A[i];
     } else if (OP == 3u) {
         float g = A[i];
-        OUT[i] = g / (1.0 + exp(-g)) * B[i];
+        OUT[i] = g / (1.0 + exp(-g)) * b_at(i);
     } else {
-        OUT[i] = A[i] / (1.0 + exp(-B[i]));
+        OUT[i] = A[i] / (1.0 + exp(-b_at(i)));
     }
 }

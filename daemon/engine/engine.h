@@ -27,6 +27,13 @@ typedef struct engine_stats {
     uint64_t expert_misses;
     uint64_t bytes_streamed;
     double prefetch_accuracy; /* fraction of prefetched experts that were used; <0: n/a */
+    uint64_t expert_host_hits;  /* misses of the GPU tier served from the host tier */
+    uint64_t prefetch_issued;   /* experts read ahead on a guess */
+    uint64_t prefetch_used;     /* ... that the layer then used */
+    uint64_t waves;             /* extra passes when a batch needed more experts than fit */
+    uint64_t io_errors;
+    uint64_t read_wait_ns;      /* time the step waited for expert reads */
+    uint64_t gpu_wait_ns;       /* time the step waited for the device */
 } engine_stats_t;
 
 typedef struct engine engine_t;
@@ -76,6 +83,41 @@ static inline engine_t *engine_free(engine_t *e)
         e->vt->free(e);
     return NULL;
 }
+
+/* The Vulkan engine (engine_vk.c): the resident part of the model in device memory, the
+ * experts streamed through expert_store on demand. */
+typedef struct engine_vk_config {
+    const model_t *model;
+    const char *path;           /* the model file */
+    const char *device;         /* vkc_options_t.device: NULL/"" default choice */
+    const char *cache_dir;      /* pipeline cache directory; NULL/"": none */
+    int validation;             /* vkc_options_t.validation: <0 env, 0 off, >0 on */
+    uint64_t device_limit;      /* vkc_options_t.device_limit: device bytes allowed; 0 budget */
+    uint32_t n_ctx;             /* positions per sequence */
+    uint32_t n_seq_max;         /* sequences at once */
+    uint32_t n_batch;           /* entries per step at most; 0: 256 (steps may not exceed it) */
+    uint64_t gpu_cache_bytes;   /* expert GPU tier; 0: every expert if it fits the device
+                                 * budget left after the resident part, else what fits */
+    uint64_t host_cache_bytes;  /* expert host tier; 0: none */
+    int policy;                 /* expert_policy_t */
+    uint32_t io_depth;          /* 0: 64 */
+    int io_backend;             /* enum moeio_backend; 0 auto */
+    bool io_buffered;           /* no O_DIRECT */
+    bool no_prefetch;           /* do not read layer L+1's guessed experts during layer L */
+    bool force_staged;          /* tests: staged expert path even on unified memory */
+    /* Load progress: called with bytes of the resident part read so far and in all. */
+    void (*progress)(void *userdata, uint64_t done, uint64_t total);
+    void *progress_userdata;
+    struct moeio_wrapper *io_wrapper; /* tests: fault injection into expert reads; NULL */
+} engine_vk_config_t;
+
+/* -ENODEV (no Vulkan device), -ENOMEM (the resident part or the minimum expert cache does not
+ * fit), -EINVAL, -EIO; a one-line reason in err. e->device names the device. */
+int engine_vk_new(const engine_vk_config_t *cfg, engine_t **ret, char *err, size_t errlen);
+/* The device line (vkc_device_info_format) and the expert store's layout, for logs. */
+int engine_vk_describe(engine_t *e, char *buf, size_t size);
+/* Validation-layer messages seen so far (tests run with validation on). */
+uint64_t engine_vk_validation_messages(engine_t *e, char *last, size_t size);
 
 /* The CPU reference backend: loads every weight of m as float32 (small models only). */
 int engine_ref_new(const model_t *m, const char *path, uint32_t n_ctx, uint32_t n_seq_max,

@@ -73,6 +73,12 @@ enum vkc_eltwise_op {
     VKC_SWIGLU = 3,   /* out = silu(a) * b (a = gate, b = up) */
     VKC_SIG_GATE = 4, /* out = a * sigmoid(b) */
 };
+/* How b is indexed for ADD, SWIGLU and SIG_GATE. */
+enum vkc_bcast {
+    VKC_B_FULL = 0,    /* b[i] */
+    VKC_B_ROW = 1,     /* b[i % row]: one row added to every row (a bias) */
+    VKC_B_PER_ROW = 2, /* b[i / row]: one value per row (a per-token gate) */
+};
 /* n floats; out may alias a or b. For VKC_ACCUM with wt.buf set, element i is weighted by
  * wt[(i / row) * wt_stride + wt_index] (an expert's weight per token: row = n_embd). */
 typedef struct vkc_eltwise_args {
@@ -81,6 +87,7 @@ typedef struct vkc_eltwise_args {
     vkc_view_t a, b, out, wt;
     float s;
     uint32_t row, wt_stride, wt_index;
+    enum vkc_bcast b_mode; /* row must be set for ROW and PER_ROW */
 } vkc_eltwise_args_t;
 int vkc_cmd_eltwise(vkc_cmd_t *cmd, const vkc_eltwise_args_t *a);
 

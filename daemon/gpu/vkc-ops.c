@@ -85,8 +85,9 @@ int vkc_cmd_rope(vkc_cmd_t *cmd, const vkc_rope_args_t *a)
 struct vkc_pc_eltwise {
     uint32_t n, row, wt_stride, wt_off, has_wt;
     float s;
+    uint32_t b_mode;
 };
-_Static_assert(sizeof(struct vkc_pc_eltwise) == 24, "mirrors PC in shaders/eltwise.comp");
+_Static_assert(sizeof(struct vkc_pc_eltwise) == 28, "mirrors PC in shaders/eltwise.comp");
 
 int vkc_cmd_eltwise(vkc_cmd_t *cmd, const vkc_eltwise_args_t *a)
 {
@@ -95,7 +96,8 @@ int vkc_cmd_eltwise(vkc_cmd_t *cmd, const vkc_eltwise_args_t *a)
     bool has_wt = a->op == VKC_ACCUM && a->wt.buf;
     if ((unsigned)a->op > VKC_SIG_GATE || a->n == 0 || !aligned(cmd, a->a) ||
         !aligned(cmd, a->out) || (uses_b && !aligned(cmd, a->b)) ||
-        (has_wt && (!aligned(cmd, a->wt) || a->row == 0)))
+        (has_wt && (!aligned(cmd, a->wt) || a->row == 0)) || (unsigned)a->b_mode > VKC_B_PER_ROW ||
+        (uses_b && a->b_mode != VKC_B_FULL && a->row == 0))
         return vkc_cmd_fail(cmd, -EINVAL);
     uint32_t spec[2] = {64, a->op};
     vkc_pipeline_t *p;
@@ -105,10 +107,14 @@ int vkc_cmd_eltwise(vkc_cmd_t *cmd, const vkc_eltwise_args_t *a)
     uint64_t bytes = (uint64_t)a->n * 4;
     uint64_t wt_need =
         has_wt ? ((uint64_t)(a->n - 1) / a->row * a->wt_stride + a->wt_index + 1) * 4 : 4;
-    struct vkc_pc_eltwise pc = {a->n, a->row ? a->row : 1, a->wt_stride, a->wt_index, has_wt, a->s};
+    uint64_t b_bytes = a->b_mode == VKC_B_ROW       ? (uint64_t)a->row * 4
+                       : a->b_mode == VKC_B_PER_ROW ? ((uint64_t)(a->n - 1) / a->row + 1) * 4
+                                                    : bytes;
+    struct vkc_pc_eltwise pc = {a->n,   a->row ? a->row : 1, a->wt_stride, a->wt_index, has_wt,
+                                a->s,   uses_b ? (uint32_t)a->b_mode : 0};
     vkc_bind_t b[4] = {
         {a->a.buf, a->a.off, bytes},
-        {uses_b ? a->b.buf : a->a.buf, uses_b ? a->b.off : a->a.off, bytes},
+        {uses_b ? a->b.buf : a->a.buf, uses_b ? a->b.off : a->a.off, uses_b ? b_bytes : bytes},
         {a->out.buf, a->out.off, bytes},
         {has_wt ? a->wt.buf : a->a.buf, has_wt ? a->wt.off : a->a.off, wt_need},
     };

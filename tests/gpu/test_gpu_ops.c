@@ -4,6 +4,7 @@
  * and router weights (same float math, a different summation order or exp); 2e-3 for RoPE,
  * whose angles reach hundreds of radians where float cos/sin implementations differ; router
  * ids must match exactly. */
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -207,6 +208,55 @@ static void check_router(uint32_t n_tok, uint32_t n_expert, uint32_t k, bool sig
     free(gw);
 }
 
+/* b broadcast: a bias row added to every row (VKC_B_ROW), one gate value per row
+ * (VKC_B_PER_ROW), as the engine uses them for attention biases and the shared expert gate. */
+START_TEST(eltwise_broadcast_matches_reference)
+{
+    const uint32_t row = 331, rows = 3, n = row * rows;
+    float *a = fvec(n, 4.0f), *b = fvec(row, 4.0f);
+    float *want = malloc(sizeof(float) * n), *got = malloc(sizeof(float) * n);
+    vkc_buffer_t *ba = buf_with(a, 4 * n), *bb = buf_with(b, 4 * row), *bo = buf_with(NULL, 4 * n);
+    const struct {
+        enum vkc_eltwise_op op;
+        enum vkc_bcast mode;
+    } cases[] = {{VKC_ADD, VKC_B_ROW},        {VKC_SWIGLU, VKC_B_ROW},
+                 {VKC_SIG_GATE, VKC_B_PER_ROW}, {VKC_ADD, VKC_B_PER_ROW}};
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        for (uint32_t i = 0; i < n; i++) {
+            float bi = cases[c].mode == VKC_B_ROW ? b[i % row] : b[i / row];
+            if (cases[c].op == VKC_ADD)
+                want[i] = a[i] + bi;
+            else if (cases[c].op == VKC_SWIGLU)
+                ref_swiglu(&a[i], &bi, 1, &want[i]);
+            else
+                want[i] = a[i] * ref_sigmoid(bi);
+        }
+        begin();
+        vkc_eltwise_args_t e = {.op = cases[c].op, .n = n, .a = {ba, 0}, .b = {bb, 0},
+                                .out = {bo, 0}, .row = row, .b_mode = cases[c].mode};
+        ck_assert_int_eq(vkc_cmd_eltwise(cmd, &e), 0);
+        submit();
+        read_back(bo, got, 4 * n);
+        double err = norm_err(got, want, n);
+        ck_assert_msg(err < 1e-5, "eltwise op %d mode %d: error %g", cases[c].op, cases[c].mode,
+                      err);
+    }
+    // a broadcast without a row length is refused
+    begin();
+    vkc_eltwise_args_t bad = {.op = VKC_ADD, .n = n, .a = {ba, 0}, .b = {bb, 0}, .out = {bo, 0},
+                              .b_mode = VKC_B_ROW};
+    ck_assert_int_eq(vkc_cmd_eltwise(cmd, &bad), -EINVAL);
+    ck_assert_int_eq(vkc_cmd_submit_wait(cmd), -EINVAL);
+    vkc_buffer_free(ba);
+    vkc_buffer_free(bb);
+    vkc_buffer_free(bo);
+    free(a);
+    free(b);
+    free(want);
+    free(got);
+}
+END_TEST
+
 START_TEST(router_matches_reference)
 {
     check_router(37, 60, 6, false, true, 1.0f);   /* softmax, renormalized (Qwen-MoE style) */
@@ -223,6 +273,7 @@ void add_ops_tests(Suite *s)
     tcase_add_test(tc, rmsnorm_matches_reference);
     tcase_add_test(tc, rope_matches_reference);
     tcase_add_test(tc, eltwise_ops_match_reference);
+    tcase_add_test(tc, eltwise_broadcast_matches_reference);
     tcase_add_test(tc, router_matches_reference);
     suite_add_tcase(s, tc);
 }

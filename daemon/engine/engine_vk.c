@@ -1,0 +1,1159 @@
+/* The Vulkan engine: the MoE forward pass of engine.h on one Vulkan device. At start the
+ * resident part of the model (embeddings, norms, attention, routers, shared experts, output)
+ * is read with libmoeio into device buffers; experts are never read at start: the expert
+ * store (expert_store.c) streams the ones a layer routes to into its GPU slots.
+ *
+ * A step runs a batch of entries (any mix of prefill and decode positions of any sequences)
+ * layer by layer with one device round trip per layer: the command buffer of layer L holds
+ * the expert FFN of layer L-1, the attention of layer L and its router; the host waits for
+ * it, reads back only the chosen expert ids and weights, asks the store for the union of
+ * those experts over the batch (tokens that pick the same expert share one load), writes
+ * the slot table and the entries, and records the next. While the device computes, the
+ * store already reads the experts layer L+1 is guessed to need: layer L+1's router applied
+ * to layer L's input, computed in the same command buffer. When a batch needs more experts
+ * than the GPU tier holds at once, the experts run in waves; every expert's output lands in
+ * its own row and the combine sums each token's rows in the fixed order of the router, so
+ * the numbers do not depend on residency, waves or batching (DESIGN.md).
+ *
+ * Memory: weights and the F16 KV cache (n_seq_max x n_ctx rows per layer) are device-local;
+ * activations are sized for n_batch entries; the inputs of a step, the routing read-back,
+ * the slot table, the entries and the logits live in small host-visible buffers. Tensors
+ * larger than maxStorageBufferRange are split by rows. One thread owns the engine. */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/engine.h"
+#include "engine/expert_store.h"
+#include "gpu/vkc.h"
+#include "iouring/moeio.h"
+#include "model/quant.h"
+
+#define WT_PARTS_MAX 64
+
+/* A resident weight tensor, possibly split into row ranges that each fit one binding. */
+typedef struct wt {
+    uint32_t type, rows, cols, n_parts;
+    uint64_t row_bytes;
+    struct {
+        vkc_buffer_t *buf;
+        uint32_t row0, rows;
+    } part[WT_PARTS_MAX];
+} wt_t;
+
+typedef struct vk_layer {
+    wt_t attn_norm, wq, wk, wv, wo, bq, bk, bv, q_norm, k_norm, ffn_norm, router;
+    wt_t gate_shexp, up_shexp, down_shexp, shexp_gate;
+    vkc_buffer_t *k_cache, *v_cache;
+} vk_layer_t;
+
+typedef struct vk_seq {
+    bool used;
+    uint32_t n_pos; /* positions 0..n_pos-1 are in the KV cache */
+} vk_seq_t;
+
+typedef struct engine_vk {
+    engine_t base;
+    engine_vk_config_t cfg;
+    const model_hparams_t *hp;
+    vkc_ctx_t *vkc;
+    vkc_cmd_t *cmd;
+    expert_store_t *store;
+    wt_t tok_embd, output_norm, output;
+    bool output_is_embd;
+    vk_layer_t *layers;
+    vk_seq_t *seqs;
+    uint32_t n_batch, n_logits_max, ff_max;
+    /* device scratch, sized for n_batch entries */
+    vkc_buffer_t *x, *xb, *xb2, *q, *k, *v, *att, *ffo, *sg, *su, *gsh, *rlog, *plog, *h, *y,
+        *xl, *tmp;
+    /* host-visible */
+    vkc_buffer_t *inp;    /* ids [WT_PARTS_MAX][n_batch], pos, kv rows, ranges [2 n_batch] */
+    vkc_buffer_t *route;  /* ids, weights [n_batch][k] of the layer; guesses for the next */
+    vkc_buffer_t *table;  /* vkc_moe_slot_t [n_expert], vkc_moe_entry_t [n_batch k] */
+    vkc_buffer_t *logits; /* [n_logits_max][n_vocab] */
+    uint64_t off_pos, off_rows, off_ranges, off_pids, off_pw, off_rw, off_entries;
+    /* host scratch */
+    int32_t *uni;        /* union of a layer's experts */
+    int32_t *pred;       /* guessed experts of the next layer */
+    uint32_t n_pred;
+    int32_t *pinned;     /* experts pinned for the layer in flight */
+    uint32_t n_pinned, pinned_layer;
+    uint8_t *mark;       /* [n_expert] */
+    expert_ref_t *refs;
+    uint32_t *logit_rows;
+    engine_stats_t stats;
+    uint64_t guess_total, guess_right;
+} engine_vk_t;
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    if (!err || !errlen)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static vkc_view_t V(vkc_buffer_t *b, uint64_t off)
+{
+    return (vkc_view_t){b, off};
+}
+
+/* ---- loading ------------------------------------------------------------------------- */
+
+typedef struct loader {
+    moeio_t *io;
+    moeio_pool_t *pool;
+    uint64_t done, total;
+    engine_vk_t *e;
+} loader_t;
+
+/* Reads [off, off+len) of the file into buf at dst_off, through the pool in pieces. */
+static int load_bytes(loader_t *ld, uint64_t off, uint64_t len, vkc_buffer_t *buf,
+                      uint64_t dst_off)
+{
+    const uint64_t piece = moeio_pool_size(ld->pool) - 2 * MOEIO_ALIGN;
+    while (len) {
+        uint64_t n = len < piece ? len : piece;
+        moeio_read_t rd = {.offset = off, .len = n, .dst = moeio_pool_base(ld->pool)};
+        int r = moeio_read_batch(ld->io, &rd, 1);
+        if (r < 0)
+            return r;
+        r = vkc_buffer_write(ld->e->vkc, buf, dst_off, (char *)rd.dst + rd.inner, n);
+        if (r < 0)
+            return r;
+        off += n;
+        dst_off += n;
+        len -= n;
+        ld->done += n;
+        if (ld->e->cfg.progress)
+            ld->e->cfg.progress(ld->e->cfg.progress_userdata, ld->done, ld->total);
+    }
+    return 0;
+}
+
+/* Uploads tensor t as rows x cols (rows = product of the outer dims). Absent: empty wt. */
+static int wt_load(loader_t *ld, const gguf_tensor_t *t, wt_t *w, char *err, size_t errlen)
+{
+    engine_vk_t *e = ld->e;
+    const vkc_device_info_t *info = vkc_ctx_info(e->vkc);
+    uint64_t rows = 1, row_bytes, limit;
+    int r;
+    memset(w, 0, sizeof(*w));
+    if (!t)
+        return 0;
+    for (uint32_t d = 1; d < t->n_dims; d++)
+        rows *= t->ne[d];
+    r = quant_row_size(t->type, t->ne[0], &row_bytes);
+    if (r < 0 || rows > UINT32_MAX || t->ne[0] > UINT32_MAX || row_bytes * rows != t->size) {
+        set_err(err, errlen, "tensor %s: size does not match its type and shape", t->name);
+        return -EINVAL;
+    }
+    if (t->type != 0 /* F32 */ && !vkc_matvec_supports(t->type)) {
+        set_err(err, errlen, "tensor %s: type %" PRIu32 " has no Vulkan kernel", t->name,
+                t->type);
+        return -ENOTSUP;
+    }
+    w->type = t->type;
+    w->rows = (uint32_t)rows;
+    w->cols = (uint32_t)t->ne[0];
+    w->row_bytes = row_bytes;
+    // one binding reaches maxStorageBufferRange bytes (128 MiB on lavapipe): split by rows
+    limit = info->max_storage_range < info->max_allocation ? info->max_storage_range
+                                                           : info->max_allocation;
+    limit = limit > 4096 ? limit - 4096 : limit;
+    uint64_t per = limit / row_bytes;
+    if (per == 0 || (rows + per - 1) / per > WT_PARTS_MAX) {
+        set_err(err, errlen, "tensor %s: rows of %" PRIu64 " bytes exceed the device's binding "
+                "limit of %" PRIu64, t->name, row_bytes, limit);
+        return -E2BIG;
+    }
+    for (uint64_t r0 = 0; r0 < rows; r0 += per) {
+        uint32_t n = (uint32_t)(rows - r0 < per ? rows - r0 : per);
+        uint32_t p = w->n_parts++;
+        w->part[p].row0 = (uint32_t)r0;
+        w->part[p].rows = n;
+        r = vkc_buffer_new(e->vkc, VKC_MEM_DEVICE, (uint64_t)n * row_bytes, &w->part[p].buf);
+        if (r < 0) {
+            set_err(err, errlen, "tensor %s: no device memory for %" PRIu64 " bytes", t->name,
+                    (uint64_t)n * row_bytes);
+            return r;
+        }
+        r = load_bytes(ld, t->offset + r0 * row_bytes, (uint64_t)n * row_bytes, w->part[p].buf, 0);
+        if (r < 0) {
+            set_err(err, errlen, "tensor %s: reading the model: %s", t->name, strerror(-r));
+            return r;
+        }
+    }
+    return 0;
+}
+
+static void wt_free(wt_t *w)
+{
+    for (uint32_t p = 0; p < w->n_parts; p++)
+        vkc_buffer_free(w->part[p].buf);
+    memset(w, 0, sizeof(*w));
+}
+
+static uint64_t tensor_bytes(const gguf_tensor_t *t)
+{
+    return t ? t->size : 0;
+}
+
+/* ---- recording helpers ------------------------------------------------------------------ */
+
+/* Y[v][0..rows) = W X[v] for v < n_vec, over W's row parts. */
+static int rec_matvec(engine_vk_t *e, const wt_t *w, vkc_view_t x, uint32_t x_stride,
+                      vkc_view_t y, uint32_t y_stride, uint32_t n_vec, bool accumulate)
+{
+    for (uint32_t p = 0; p < w->n_parts; p++) {
+        vkc_matvec_args_t a = {
+            .type = w->type,
+            .rows = w->part[p].rows,
+            .cols = w->cols,
+            .n_vec = n_vec,
+            .w = V(w->part[p].buf, 0),
+            .x = x,
+            .y = V(y.buf, y.off + (uint64_t)w->part[p].row0 * 4),
+            .x_stride = x_stride ? x_stride : w->cols,
+            .y_stride = y_stride ? y_stride : w->rows,
+            .accumulate = accumulate,
+        };
+        int r = vkc_cmd_matvec(e->cmd, &a);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+static int rec_rmsnorm(engine_vk_t *e, vkc_view_t x, const wt_t *w, vkc_view_t out, uint32_t n,
+                       uint32_t n_rows, uint32_t w_rows)
+{
+    vkc_rmsnorm_args_t a = {
+        .n = n,
+        .n_rows = n_rows,
+        .x = x,
+        .w = w ? V(w->part[0].buf, 0) : V(NULL, 0),
+        .out = out,
+        .w_rows = w_rows,
+        .eps = e->hp->rms_eps,
+    };
+    return vkc_cmd_rmsnorm(e->cmd, &a);
+}
+
+static int rec_elt(engine_vk_t *e, enum vkc_eltwise_op op, uint32_t n, vkc_view_t a, vkc_view_t b,
+                   vkc_view_t out, enum vkc_bcast mode, uint32_t row)
+{
+    vkc_eltwise_args_t args = {
+        .op = op, .n = n, .a = a, .b = b, .out = out, .s = 1.0f, .row = row, .b_mode = mode};
+    return vkc_cmd_eltwise(e->cmd, &args);
+}
+
+static void barrier(engine_vk_t *e, const char *why)
+{
+    vkc_cmd_barrier(e->cmd, why);
+}
+
+/* Embedding of n tokens into x (ids per row part in inp: out-of-part ids give zero rows, so
+ * adding the parts gives each token its row exactly). */
+static int rec_embed(engine_vk_t *e, uint32_t n)
+{
+    const wt_t *w = &e->tok_embd;
+    const uint32_t E = e->hp->n_embd;
+    int r = 0;
+    for (uint32_t p = 0; p < w->n_parts && r == 0; p++) {
+        vkc_embed_args_t a = {
+            .type = w->type,
+            .n_rows = w->part[p].rows,
+            .cols = w->cols,
+            .n_tok = n,
+            .w = V(w->part[p].buf, 0),
+            .ids = V(e->inp, (uint64_t)p * e->n_batch * 4),
+            .out = p == 0 ? V(e->x, 0) : V(e->tmp, 0),
+        };
+        r = vkc_cmd_embed(e->cmd, &a);
+        if (r == 0 && p > 0) {
+            barrier(e, "embedding part -> sum");
+            r = rec_elt(e, VKC_ADD, n * E, V(e->x, 0), V(e->tmp, 0), V(e->x, 0), VKC_B_FULL, 0);
+        }
+    }
+    return r;
+}
+
+/* x += attention(rmsnorm(x)) for layer il; then xb = rmsnorm(x) * ffn_norm and the router
+ * logits/choices of layer il (and the guess for il + 1) into the host-visible route buffer. */
+static int rec_attention_and_router(engine_vk_t *e, uint32_t il, uint32_t n, bool guess)
+{
+    const model_hparams_t *hp = e->hp;
+    const vk_layer_t *l = &e->layers[il];
+    const uint32_t E = hp->n_embd, dk = hp->head_dim_k, dv = hp->head_dim_v;
+    const uint32_t nq = hp->n_head * dk, nk = hp->n_head_kv * dk, nv = hp->n_head_kv * dv;
+    const uint32_t K = hp->n_expert_used;
+    int r;
+
+    if ((r = rec_rmsnorm(e, V(e->x, 0), &l->attn_norm, V(e->xb, 0), E, n, 1)) < 0)
+        return r;
+    barrier(e, "attn_norm -> qkv");
+    if ((r = rec_matvec(e, &l->wq, V(e->xb, 0), E, V(e->q, 0), nq, n, false)) < 0 ||
+        (r = rec_matvec(e, &l->wk, V(e->xb, 0), E, V(e->k, 0), nk, n, false)) < 0 ||
+        (r = rec_matvec(e, &l->wv, V(e->xb, 0), E, V(e->v, 0), nv, n, false)) < 0)
+        return r;
+    barrier(e, "qkv -> bias, norm, rope");
+    if (l->bq.n_parts &&
+        ((r = rec_elt(e, VKC_ADD, n * nq, V(e->q, 0), V(l->bq.part[0].buf, 0), V(e->q, 0),
+                      VKC_B_ROW, nq)) < 0 ||
+         (r = rec_elt(e, VKC_ADD, n * nk, V(e->k, 0), V(l->bk.part[0].buf, 0), V(e->k, 0),
+                      VKC_B_ROW, nk)) < 0 ||
+         (r = rec_elt(e, VKC_ADD, n * nv, V(e->v, 0), V(l->bv.part[0].buf, 0), V(e->v, 0),
+                      VKC_B_ROW, nv)) < 0))
+        return r;
+    if (l->bq.n_parts)
+        barrier(e, "bias -> norm, rope");
+    // q/k RMSNorm before RoPE: per head (qwen3moe) or whole vector (olmoe)
+    if (hp->qk_norm == MODEL_QK_NORM_HEAD) {
+        if ((r = rec_rmsnorm(e, V(e->q, 0), &l->q_norm, V(e->q, 0), dk, n * hp->n_head, 1)) < 0 ||
+            (r = rec_rmsnorm(e, V(e->k, 0), &l->k_norm, V(e->k, 0), dk, n * hp->n_head_kv, 1)) < 0)
+            return r;
+        barrier(e, "q/k norm -> rope");
+    } else if (hp->qk_norm == MODEL_QK_NORM_FULL) {
+        if ((r = rec_rmsnorm(e, V(e->q, 0), &l->q_norm, V(e->q, 0), nq, n, 1)) < 0 ||
+            (r = rec_rmsnorm(e, V(e->k, 0), &l->k_norm, V(e->k, 0), nk, n, 1)) < 0)
+            return r;
+        barrier(e, "q/k norm -> rope");
+    }
+    vkc_rope_args_t rq = {
+        .n_tok = n,
+        .n_head = hp->n_head,
+        .head_dim = dk,
+        .n_rot = hp->n_rot,
+        .x = V(e->q, 0),
+        .pos = V(e->inp, e->off_pos),
+        .neox = hp->rope == MODEL_ROPE_NEOX,
+        .freq_base = hp->rope_freq_base,
+        .freq_scale = hp->rope_freq_scale,
+    };
+    vkc_rope_args_t rk = rq;
+    rk.n_head = hp->n_head_kv;
+    rk.x = V(e->k, 0);
+    if ((r = vkc_cmd_rope(e->cmd, &rq)) < 0 || (r = vkc_cmd_rope(e->cmd, &rk)) < 0)
+        return r;
+    barrier(e, "rope -> kv store");
+    vkc_kv_store_args_t sk = {
+        .n_rows = n,
+        .row_elems = nk,
+        .n_ctx = e->base.n_seq_max * e->base.n_ctx,
+        .src = V(e->k, 0),
+        .cache = V(l->k_cache, 0),
+        .rows = V(e->inp, e->off_rows),
+    };
+    vkc_kv_store_args_t sv = sk;
+    sv.row_elems = nv;
+    sv.src = V(e->v, 0);
+    sv.cache = V(l->v_cache, 0);
+    if ((r = vkc_cmd_kv_store(e->cmd, &sk)) < 0 || (r = vkc_cmd_kv_store(e->cmd, &sv)) < 0)
+        return r;
+    barrier(e, "kv store -> attention");
+    vkc_attention_args_t at = {
+        .n_q = n,
+        .n_head = hp->n_head,
+        .n_head_kv = hp->n_head_kv,
+        .head_dim_k = dk,
+        .head_dim_v = dv,
+        .n_ctx = e->base.n_seq_max * e->base.n_ctx,
+        .scale = 1.0f / sqrtf((float)dk),
+        .q = V(e->q, 0),
+        .k = V(l->k_cache, 0),
+        .v = V(l->v_cache, 0),
+        .ranges = V(e->inp, e->off_ranges),
+        .out = V(e->att, 0),
+    };
+    if ((r = vkc_cmd_attention(e->cmd, &at)) < 0)
+        return r;
+    barrier(e, "attention -> wo");
+    if ((r = rec_matvec(e, &l->wo, V(e->att, 0), hp->n_head * dv, V(e->xb2, 0), E, n, false)) < 0)
+        return r;
+    barrier(e, "wo -> residual");
+    if ((r = rec_elt(e, VKC_ADD, n * E, V(e->x, 0), V(e->xb2, 0), V(e->x, 0), VKC_B_FULL, 0)) < 0)
+        return r;
+    barrier(e, "residual -> ffn_norm");
+    if ((r = rec_rmsnorm(e, V(e->x, 0), &l->ffn_norm, V(e->xb, 0), E, n, 1)) < 0)
+        return r;
+    barrier(e, "ffn_norm -> router, shared expert");
+    if ((r = rec_matvec(e, &l->router, V(e->xb, 0), E, V(e->rlog, 0), hp->n_expert, n, false)) < 0)
+        return r;
+    if (guess && (r = rec_matvec(e, &e->layers[il + 1].router, V(e->xb, 0), E, V(e->plog, 0),
+                                 hp->n_expert, n, false)) < 0)
+        return r;
+    barrier(e, "router logits -> top-k");
+    vkc_router_args_t ra = {
+        .n_tok = n,
+        .n_expert = hp->n_expert,
+        .k = K,
+        .logits = V(e->rlog, 0),
+        .ids = V(e->route, 0),
+        .weights = V(e->route, e->off_rw),
+        .gating_sigmoid = hp->gating == MODEL_GATING_SIGMOID,
+        .norm_topk = hp->norm_topk,
+        .scale = hp->expert_weights_scale,
+    };
+    if ((r = vkc_cmd_router(e->cmd, &ra)) < 0)
+        return r;
+    if (guess) {
+        vkc_router_args_t pa = ra;
+        pa.logits = V(e->plog, 0);
+        pa.ids = V(e->route, e->off_pids);
+        pa.weights = V(e->route, e->off_pw);
+        if ((r = vkc_cmd_router(e->cmd, &pa)) < 0)
+            return r;
+    }
+    // the shared expert does not depend on the routing: record it before the read-back
+    if (l->gate_shexp.n_parts) {
+        const uint32_t S = hp->n_ff_shexp;
+        if ((r = rec_matvec(e, &l->gate_shexp, V(e->xb, 0), E, V(e->sg, 0), S, n, false)) < 0 ||
+            (r = rec_matvec(e, &l->up_shexp, V(e->xb, 0), E, V(e->su, 0), S, n, false)) < 0)
+            return r;
+        if (l->shexp_gate.n_parts &&
+            (r = rec_matvec(e, &l->shexp_gate, V(e->xb, 0), E, V(e->gsh, 0), 1, n, false)) < 0)
+            return r;
+        barrier(e, "shared expert gate/up -> swiglu");
+        if ((r = rec_elt(e, VKC_SWIGLU, n * S, V(e->sg, 0), V(e->su, 0), V(e->sg, 0), VKC_B_FULL,
+                         0)) < 0)
+            return r;
+        barrier(e, "swiglu -> shared expert down");
+        if ((r = rec_matvec(e, &l->down_shexp, V(e->sg, 0), S, V(e->xb2, 0), E, n, false)) < 0)
+            return r;
+        if (l->shexp_gate.n_parts) {
+            barrier(e, "shared expert down -> gate");
+            if ((r = rec_elt(e, VKC_SIG_GATE, n * E, V(e->xb2, 0), V(e->gsh, 0), V(e->xb2, 0),
+                             VKC_B_PER_ROW, E)) < 0)
+                return r;
+        }
+    }
+    return 0;
+}
+
+/* ---- experts ----------------------------------------------------------------------------- */
+
+static void unpin(engine_vk_t *e)
+{
+    if (e->n_pinned)
+        expert_store_release(e->store, e->pinned_layer, e->pinned, e->n_pinned);
+    e->n_pinned = 0;
+}
+
+/* Distinct experts among n*K ids, in first-seen order. */
+static uint32_t union_of(engine_vk_t *e, const int32_t *ids, uint32_t count, int32_t *out)
+{
+    const uint32_t X = e->hp->n_expert;
+    uint32_t u = 0;
+    memset(e->mark, 0, X);
+    for (uint32_t i = 0; i < count; i++) {
+        int32_t id = ids[i];
+        if (id < 0 || (uint32_t)id >= X || e->mark[id])
+            continue;
+        e->mark[id] = 1;
+        out[u++] = id;
+    }
+    return u;
+}
+
+/* Records the expert FFN of entries whose expert is among uni[first..first+count), whose
+ * refs are refs[0..count). Slot table index = union position. */
+static int rec_experts(engine_vk_t *e, uint32_t il, uint32_t n, uint32_t first, uint32_t count)
+{
+    const model_hparams_t *hp = e->hp;
+    const uint32_t K = hp->n_expert_used;
+    const int32_t *ids = vkc_buffer_map(e->route);
+    const float *w = (const float *)((char *)vkc_buffer_map(e->route) + e->off_rw);
+    vkc_moe_slot_t *slots = vkc_buffer_map(e->table);
+    vkc_moe_entry_t *ent = (vkc_moe_entry_t *)((char *)slots + e->off_entries);
+    uint32_t ne = 0;
+    int r;
+    for (uint32_t j = 0; j < count; j++) {
+        const expert_ref_t *rf = &e->refs[j];
+        r = vkc_moe_slot_set(&slots[j], V(rf->buf, rf->off[MODEL_EXPERT_GATE]),
+                             V(rf->buf, rf->off[MODEL_EXPERT_UP]),
+                             V(rf->buf, rf->off[MODEL_EXPERT_DOWN]));
+        if (r < 0)
+            return r;
+    }
+    // entries grouped by expert: a kernel that reads an expert once per group benefits
+    for (uint32_t j = 0; j < count; j++) {
+        int32_t id = e->uni[first + j];
+        for (uint32_t t = 0; t < n; t++)
+            for (uint32_t s = 0; s < K; s++)
+                if (ids[t * K + s] == id)
+                    ent[ne++] = (vkc_moe_entry_t){t, w[t * K + s], j, t * K + s};
+    }
+    if (!ne)
+        return 0;
+    model_range_t rg[MODEL_EXPERT_PARTS];
+    if ((r = model_expert_ranges(e->base.model, il, (uint32_t)e->uni[first], rg)) < 0)
+        return r;
+    vkc_moe_args_t a = {
+        .gate_up_type = rg[MODEL_EXPERT_GATE].type,
+        .down_type = rg[MODEL_EXPERT_DOWN].type,
+        .n_embd = hp->n_embd,
+        .n_ff = hp->n_ff_exp,
+        .n_slots = count,
+        .n_entries = ne,
+        .n_tok = n,
+        .n_rows = n * K,
+        .slots = V(e->table, 0),
+        .entries = V(e->table, e->off_entries),
+        .x = V(e->xb, 0),
+        .h = V(e->h, 0),
+        .y = V(e->y, 0),
+    };
+    return vkc_cmd_moe_experts(e->cmd, &a);
+}
+
+static int gpu_wait(engine_vk_t *e)
+{
+    uint64_t t0 = now_ns();
+    int r = vkc_cmd_submit(e->cmd, NULL);
+    if (r == 0)
+        r = vkc_cmd_wait(e->cmd, UINT64_MAX);
+    e->stats.gpu_wait_ns += now_ns() - t0;
+    return r < 0 && r != -ENOMEM && r != -E2BIG && r != -EINVAL ? -EIO : r;
+}
+
+/* Acquires the experts of layer il for the routed batch and records their FFN. Waves when
+ * they do not all fit: each wave but the last is run and released before the next. */
+static int do_experts(engine_vk_t *e, uint32_t il, uint32_t n)
+{
+    const uint32_t K = e->hp->n_expert_used;
+    const int32_t *ids = vkc_buffer_map(e->route);
+    uint32_t u = union_of(e, ids, n * K, e->uni);
+    uint32_t first = 0, wave = u;
+    uint64_t t0;
+    int r;
+
+    while (first < u) {
+        uint32_t cnt = u - first < wave ? u - first : wave;
+        t0 = now_ns();
+        r = expert_store_acquire(e->store, il, e->uni + first, cnt, e->refs);
+        e->stats.read_wait_ns += now_ns() - t0;
+        if (r == -EBUSY && cnt > 1) {
+            wave = cnt / 2; // fewer at once: the tier is smaller than this batch's union
+            continue;
+        }
+        if (r < 0) {
+            if (r == -EIO)
+                e->stats.io_errors++;
+            return r == -EBUSY ? -ENOMEM : r;
+        }
+        if ((r = rec_experts(e, il, n, first, cnt)) < 0) {
+            expert_store_release(e->store, il, e->uni + first, cnt);
+            return r;
+        }
+        if (first + cnt < u) {
+            // a wave: run it now so its slots can be reused by the next
+            e->stats.waves++;
+            r = gpu_wait(e);
+            expert_store_release(e->store, il, e->uni + first, cnt);
+            if (r < 0)
+                return r;
+            if ((r = vkc_cmd_begin(e->cmd)) < 0)
+                return r;
+        } else {
+            memcpy(e->pinned, e->uni + first, cnt * sizeof(int32_t));
+            e->n_pinned = cnt;
+            e->pinned_layer = il;
+        }
+        first += cnt;
+    }
+    return 0;
+}
+
+/* After the expert FFN of layer il: x += combine (+ gated shared expert). */
+static int rec_ffn_out(engine_vk_t *e, uint32_t il, uint32_t n)
+{
+    const model_hparams_t *hp = e->hp;
+    const uint32_t E = hp->n_embd;
+    int r;
+    barrier(e, "experts -> combine");
+    vkc_moe_combine_args_t c = {
+        .n_tok = n, .n_embd = E, .k = hp->n_expert_used, .y = V(e->y, 0), .out = V(e->ffo, 0)};
+    if ((r = vkc_cmd_moe_combine(e->cmd, &c)) < 0)
+        return r;
+    barrier(e, "combine -> shared expert sum");
+    if (e->layers[il].gate_shexp.n_parts) {
+        // ffn_out = experts + shared, then x += ffn_out: the reference's order of sums
+        if ((r = rec_elt(e, VKC_ADD, n * E, V(e->ffo, 0), V(e->xb2, 0), V(e->ffo, 0), VKC_B_FULL,
+                         0)) < 0)
+            return r;
+        barrier(e, "shared expert sum -> residual");
+    }
+    if ((r = rec_elt(e, VKC_ADD, n * E, V(e->x, 0), V(e->ffo, 0), V(e->x, 0), VKC_B_FULL, 0)) < 0)
+        return r;
+    barrier(e, "residual -> next layer");
+    return 0;
+}
+
+/* Remembers the guessed experts of layer il + 1 (from the route buffer) for prefetch. */
+static void take_guess(engine_vk_t *e, uint32_t n)
+{
+    const uint32_t K = e->hp->n_expert_used;
+    const int32_t *p = (const int32_t *)((char *)vkc_buffer_map(e->route) + e->off_pids);
+    e->n_pred = union_of(e, p, n * K, e->pred);
+}
+
+/* How many guessed experts the layer then used. */
+static void score_guess(engine_vk_t *e, uint32_t n)
+{
+    const uint32_t K = e->hp->n_expert_used;
+    const int32_t *ids = vkc_buffer_map(e->route);
+    memset(e->mark, 0, e->hp->n_expert);
+    for (uint32_t i = 0; i < n * K; i++)
+        if (ids[i] >= 0 && (uint32_t)ids[i] < e->hp->n_expert)
+            e->mark[ids[i]] = 1;
+    for (uint32_t i = 0; i < e->n_pred; i++)
+        e->guess_right += e->mark[e->pred[i]];
+    e->guess_total += e->n_pred;
+}
+
+/* ---- a step ------------------------------------------------------------------------------ */
+
+static int run_chunk(engine_vk_t *e, const engine_entry_t *en, uint32_t n, float *logits,
+                     size_t *n_out)
+{
+    const model_hparams_t *hp = e->hp;
+    const uint32_t E = hp->n_embd, L = hp->n_layer;
+    const uint32_t n_ctx = e->base.n_ctx;
+    int32_t *in_ids = vkc_buffer_map(e->inp);
+    int32_t *in_pos = (int32_t *)((char *)in_ids + e->off_pos);
+    uint32_t *in_rows = (uint32_t *)((char *)in_ids + e->off_rows);
+    uint32_t *in_ranges = (uint32_t *)((char *)in_ids + e->off_ranges);
+    const bool prefetch = !e->cfg.no_prefetch && L > 1 &&
+                          expert_store_gpu_slots(e->store) < L * hp->n_expert;
+    uint32_t n_log = 0;
+    int r;
+
+    for (uint32_t i = 0; i < n; i++) {
+        for (uint32_t p = 0; p < e->tok_embd.n_parts; p++) {
+            int64_t id = (int64_t)en[i].token - e->tok_embd.part[p].row0;
+            in_ids[p * e->n_batch + i] =
+                id >= 0 && id < e->tok_embd.part[p].rows ? (int32_t)id : -1;
+        }
+        in_pos[i] = (int32_t)en[i].pos;
+        in_rows[i] = en[i].seq * n_ctx + en[i].pos;
+        in_ranges[2 * i] = en[i].seq * n_ctx;
+        in_ranges[2 * i + 1] = en[i].pos + 1;
+    }
+    if ((r = vkc_cmd_begin(e->cmd)) < 0)
+        return r;
+    if ((r = rec_embed(e, n)) < 0)
+        goto fail;
+    barrier(e, "embedding -> layer 0");
+    for (uint32_t il = 0; il < L; il++) {
+        bool guess = prefetch && il + 1 < L;
+        if ((r = rec_attention_and_router(e, il, n, guess)) < 0)
+            goto fail;
+        if ((r = gpu_wait(e)) < 0)
+            goto fail;
+        unpin(e); // the previous layer's experts ran in that submission
+        if (prefetch && il > 0)
+            score_guess(e, n);
+        if ((r = vkc_cmd_begin(e->cmd)) < 0)
+            goto fail;
+        if ((r = do_experts(e, il, n)) < 0)
+            goto fail;
+        if ((r = rec_ffn_out(e, il, n)) < 0)
+            goto fail;
+        if (guess) {
+            // read layer il + 1's likely experts while the device computes
+            take_guess(e, n);
+            int p = 0; /* PREFETCH-PENDING expert_store_prefetch(e->store, il + 1, e->pred, e->n_pred) */
+            (void)p;
+        }
+    }
+    // logits of the rows that ask for them, gathered so the output matrix is read once
+    for (uint32_t i = 0; i < n; i++)
+        if (en[i].logits)
+            e->logit_rows[n_log++] = i;
+    for (uint32_t first = 0; first < n_log || (first == 0 && n_log == 0);) {
+        uint32_t cnt = n_log - first < e->n_logits_max ? n_log - first : e->n_logits_max;
+        vkc_view_t src = V(e->x, 0);
+        if (cnt) {
+            bool all = n_log == n && cnt == n;
+            if (!all) {
+                for (uint32_t j = 0; j < cnt; j++) {
+                    vkc_eltwise_args_t cp = {
+                        .op = VKC_SCALE,
+                        .n = E,
+                        .a = V(e->x, (uint64_t)e->logit_rows[first + j] * E * 4),
+                        .out = V(e->xl, (uint64_t)j * E * 4),
+                        .s = 1.0f,
+                    };
+                    if ((r = vkc_cmd_eltwise(e->cmd, &cp)) < 0)
+                        goto fail;
+                }
+                barrier(e, "gather -> output norm");
+                src = V(e->xl, 0);
+            }
+            if ((r = rec_rmsnorm(e, src, &e->output_norm, V(e->xl, 0), E, cnt, 1)) < 0)
+                goto fail;
+            barrier(e, "output norm -> output");
+            if ((r = rec_matvec(e, &e->output, V(e->xl, 0), E, V(e->logits, 0), hp->n_vocab, cnt,
+                                false)) < 0)
+                goto fail;
+        }
+        if ((r = gpu_wait(e)) < 0)
+            goto fail;
+        unpin(e);
+        if (cnt)
+            memcpy(logits + (*n_out + first) * (size_t)hp->n_vocab, vkc_buffer_map(e->logits),
+                   (size_t)cnt * hp->n_vocab * sizeof(float));
+        first += cnt;
+        if (n_log == 0 || first >= n_log)
+            break;
+        if ((r = vkc_cmd_begin(e->cmd)) < 0)
+            goto fail;
+    }
+    *n_out += n_log;
+    for (uint32_t i = 0; i < n; i++)
+        e->seqs[en[i].seq].n_pos = en[i].pos + 1;
+    e->stats.tokens += n;
+    return 0;
+fail:
+    // whatever was recorded or submitted is finished or abandoned before memory is reused
+    vkc_cmd_wait(e->cmd, UINT64_MAX);
+    unpin(e);
+    return r;
+}
+
+static int vk_step(engine_t *base, const engine_entry_t *entries, size_t n, float *logits)
+{
+    engine_vk_t *e = (engine_vk_t *)base;
+    size_t n_out = 0;
+    int r = 0;
+    // validate everything before running anything: positions follow the cache in order
+    for (size_t i = 0; i < n; i++) {
+        const engine_entry_t *en = &entries[i];
+        if (en->seq >= base->n_seq_max || !e->seqs[en->seq].used || en->pos >= base->n_ctx ||
+            en->token < 0 || (uint32_t)en->token >= base->n_vocab)
+            return -EINVAL;
+        uint32_t expect = e->seqs[en->seq].n_pos;
+        for (size_t j = 0; j < i; j++)
+            if (entries[j].seq == en->seq)
+                expect = entries[j].pos + 1;
+        if (en->pos > expect)
+            return -EINVAL;
+    }
+    for (size_t i = 0; i < n && r == 0; i += e->n_batch) {
+        uint32_t m = (uint32_t)(n - i < e->n_batch ? n - i : e->n_batch);
+        r = run_chunk(e, entries + i, m, logits, &n_out);
+    }
+    e->stats.steps++;
+    return r;
+}
+
+static int vk_seq_new(engine_t *base, uint32_t *ret_seq)
+{
+    engine_vk_t *e = (engine_vk_t *)base;
+    for (uint32_t i = 0; i < base->n_seq_max; i++)
+        if (!e->seqs[i].used) {
+            e->seqs[i] = (vk_seq_t){.used = true};
+            *ret_seq = i;
+            return 0;
+        }
+    return -EBUSY;
+}
+
+static void vk_seq_free(engine_t *base, uint32_t seq)
+{
+    engine_vk_t *e = (engine_vk_t *)base;
+    if (seq < base->n_seq_max)
+        e->seqs[seq] = (vk_seq_t){0};
+}
+
+static void vk_stats(engine_t *base, engine_stats_t *ret)
+{
+    engine_vk_t *e = (engine_vk_t *)base;
+    expert_store_stats_t s;
+    *ret = e->stats;
+    expert_store_stats(e->store, &s);
+    ret->expert_hits = s.cache.hits + s.cache.pending;
+    ret->expert_misses = s.cache.misses + s.cache.host_hits;
+    ret->expert_host_hits = s.cache.host_hits;
+    ret->bytes_streamed = s.cache.bytes_read;
+    ret->prefetch_issued = s.cache.prefetch_issued;
+    ret->prefetch_used = s.cache.prefetch_used;
+    ret->io_errors = s.io_errors;
+    ret->prefetch_accuracy =
+        e->guess_total ? (double)e->guess_right / (double)e->guess_total : -1.0;
+}
+
+static void vk_free(engine_t *base)
+{
+    engine_vk_t *e = (engine_vk_t *)base;
+    if (!e)
+        return;
+    if (e->cmd)
+        vkc_cmd_wait(e->cmd, UINT64_MAX);
+    if (e->store)
+        unpin(e);
+    e->store = expert_store_free(e->store);
+    e->cmd = vkc_cmd_free(e->cmd);
+    vkc_buffer_t **bufs[] = {&e->x,   &e->xb,  &e->xb2,   &e->q,     &e->k,      &e->v,
+                             &e->att, &e->ffo, &e->sg,    &e->su,    &e->gsh,    &e->rlog,
+                             &e->plog, &e->h,  &e->y,     &e->xl,    &e->tmp,    &e->inp,
+                             &e->route, &e->table, &e->logits};
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
+        *bufs[i] = vkc_buffer_free(*bufs[i]);
+    if (e->layers)
+        for (uint32_t il = 0; il < e->hp->n_layer; il++) {
+            vk_layer_t *l = &e->layers[il];
+            wt_t *ws[] = {&l->attn_norm, &l->wq,       &l->wk,       &l->wv,         &l->wo,
+                          &l->bq,        &l->bk,       &l->bv,       &l->q_norm,     &l->k_norm,
+                          &l->ffn_norm,  &l->router,   &l->gate_shexp, &l->up_shexp,
+                          &l->down_shexp, &l->shexp_gate};
+            for (size_t i = 0; i < sizeof(ws) / sizeof(ws[0]); i++)
+                wt_free(ws[i]);
+            vkc_buffer_free(l->k_cache);
+            vkc_buffer_free(l->v_cache);
+        }
+    if (!e->output_is_embd)
+        wt_free(&e->output);
+    wt_free(&e->tok_embd);
+    wt_free(&e->output_norm);
+    free(e->layers);
+    vkc_ctx_free(e->vkc);
+    free(e->seqs);
+    free(e->uni);
+    free(e->pred);
+    free(e->pinned);
+    free(e->mark);
+    free(e->refs);
+    free(e->logit_rows);
+    free(e);
+}
+
+static const engine_vtable_t vk_vtable = {
+    .name = "vulkan",
+    .seq_new = vk_seq_new,
+    .seq_free = vk_seq_free,
+    .step = vk_step,
+    .stats = vk_stats,
+    .free = vk_free,
+};
+
+/* ---- construction ------------------------------------------------------------------------ */
+
+static uint64_t resident_bytes(const model_t *m)
+{
+    uint64_t b = tensor_bytes(m->tok_embd) + tensor_bytes(m->output_norm);
+    if (m->output && m->output != m->tok_embd)
+        b += tensor_bytes(m->output);
+    for (uint32_t il = 0; il < m->hp.n_layer; il++) {
+        const model_layer_t *t = &m->layers[il];
+        const gguf_tensor_t *ts[] = {t->attn_norm, t->wq,       t->wk,         t->wv,
+                                     t->wo,        t->bq,       t->bk,         t->bv,
+                                     t->q_norm,    t->k_norm,   t->ffn_norm,   t->router,
+                                     t->gate_shexp, t->up_shexp, t->down_shexp, t->shexp_gate};
+        for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++)
+            b += tensor_bytes(ts[i]);
+    }
+    return b;
+}
+
+static int new_buf(engine_vk_t *e, enum vkc_mem_kind kind, uint64_t bytes, vkc_buffer_t **ret,
+                   const char *what, char *err, size_t errlen)
+{
+    int r = vkc_buffer_new(e->vkc, kind, bytes ? bytes : 16, ret);
+    if (r < 0)
+        set_err(err, errlen, "%s: cannot allocate %" PRIu64 " bytes of %s memory: %s", what, bytes,
+                kind == VKC_MEM_DEVICE ? "device" : "host-visible", strerror(-r));
+    return r;
+}
+
+static int alloc_scratch(engine_vk_t *e, char *err, size_t errlen)
+{
+    const model_hparams_t *hp = e->hp;
+    const uint64_t B = e->n_batch, E = hp->n_embd, K = hp->n_expert_used, X = hp->n_expert;
+    const uint64_t nq = (uint64_t)hp->n_head * hp->head_dim_k,
+                   nk = (uint64_t)hp->n_head_kv * hp->head_dim_k,
+                   nv = (uint64_t)hp->n_head_kv * hp->head_dim_v,
+                   no = (uint64_t)hp->n_head * hp->head_dim_v;
+    const uint64_t S = hp->n_ff_shexp ? hp->n_ff_shexp : 1;
+    const struct {
+        vkc_buffer_t **b;
+        uint64_t floats;
+        const char *what;
+    } d[] = {
+        {&e->x, B * E, "activations"},      {&e->xb, B * E, "activations"},
+        {&e->xb2, B * E, "activations"},    {&e->q, B * nq, "queries"},
+        {&e->k, B * nk, "keys"},            {&e->v, B * nv, "values"},
+        {&e->att, B * no, "attention"},     {&e->ffo, B * E, "activations"},
+        {&e->sg, B * S, "shared expert"},   {&e->su, B * S, "shared expert"},
+        {&e->gsh, B, "shared expert gate"}, {&e->rlog, B * X, "router logits"},
+        {&e->plog, B * X, "router logits"}, {&e->h, B * K * hp->n_ff_exp, "expert hidden"},
+        {&e->y, B * K * E, "expert outputs"}, {&e->xl, B * E, "output rows"},
+        {&e->tmp, B * E, "activations"},
+    };
+    int r;
+    for (size_t i = 0; i < sizeof(d) / sizeof(d[0]); i++)
+        if ((r = new_buf(e, VKC_MEM_DEVICE, d[i].floats * 4, d[i].b, d[i].what, err, errlen)) < 0)
+            return r;
+    // host-visible: step inputs, routing read-back, slot table + entries, logits
+    e->off_pos = (uint64_t)WT_PARTS_MAX * B * 4;
+    e->off_rows = e->off_pos + B * 4;
+    e->off_ranges = e->off_rows + B * 4;
+    if ((r = new_buf(e, VKC_MEM_HOST, e->off_ranges + 2 * B * 4, &e->inp, "step inputs", err,
+                     errlen)) < 0)
+        return r;
+    e->off_rw = B * K * 4;
+    e->off_pids = 2 * B * K * 4;
+    e->off_pw = 3 * B * K * 4;
+    if ((r = new_buf(e, VKC_MEM_HOST, 4 * B * K * 4, &e->route, "routing", err, errlen)) < 0)
+        return r;
+    e->off_entries = X * sizeof(vkc_moe_slot_t);
+    if ((r = new_buf(e, VKC_MEM_HOST, e->off_entries + B * K * sizeof(vkc_moe_entry_t), &e->table,
+                     "slot table", err, errlen)) < 0)
+        return r;
+    if ((r = new_buf(e, VKC_MEM_HOST, (uint64_t)e->n_logits_max * hp->n_vocab * 4, &e->logits,
+                     "logits", err, errlen)) < 0)
+        return r;
+    return 0;
+}
+
+static int load_weights(engine_vk_t *e, char *err, size_t errlen)
+{
+    const model_t *m = e->base.model;
+    loader_t ld = {.e = e, .total = resident_bytes(m)};
+    moeio_config_t io = {.backend = (enum moeio_backend)e->cfg.io_backend,
+                         .buffered = e->cfg.io_buffered, .depth = 4};
+    int r = moeio_pool_new(16u << 20, 0, &ld.pool);
+    if (r < 0) {
+        set_err(err, errlen, "no memory for the load buffer");
+        return r;
+    }
+    r = moeio_new(e->cfg.path, &io, ld.pool, &ld.io);
+    if (r < 0) {
+        set_err(err, errlen, "%s: %s", e->cfg.path, strerror(-r));
+        goto out;
+    }
+    if ((r = wt_load(&ld, m->tok_embd, &e->tok_embd, err, errlen)) < 0 ||
+        (r = wt_load(&ld, m->output_norm, &e->output_norm, err, errlen)) < 0)
+        goto out;
+    // tied output: logits use token_embd (llama-model.cpp, TENSOR_DUPLICATED)
+    if (m->output && m->output != m->tok_embd) {
+        if ((r = wt_load(&ld, m->output, &e->output, err, errlen)) < 0)
+            goto out;
+    } else {
+        e->output = e->tok_embd;
+        e->output_is_embd = true;
+    }
+    for (uint32_t il = 0; il < m->hp.n_layer; il++) {
+        const model_layer_t *t = &m->layers[il];
+        vk_layer_t *l = &e->layers[il];
+        const struct {
+            const gguf_tensor_t *t;
+            wt_t *w;
+        } parts[] = {
+            {t->attn_norm, &l->attn_norm},   {t->wq, &l->wq},
+            {t->wk, &l->wk},                 {t->wv, &l->wv},
+            {t->wo, &l->wo},                 {t->bq, &l->bq},
+            {t->bk, &l->bk},                 {t->bv, &l->bv},
+            {t->q_norm, &l->q_norm},         {t->k_norm, &l->k_norm},
+            {t->ffn_norm, &l->ffn_norm},     {t->router, &l->router},
+            {t->gate_shexp, &l->gate_shexp}, {t->up_shexp, &l->up_shexp},
+            {t->down_shexp, &l->down_shexp}, {t->shexp_gate, &l->shexp_gate},
+        };
+        for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
+            if ((r = wt_load(&ld, parts[i].t, parts[i].w, err, errlen)) < 0)
+                goto out;
+        // norms, biases and the gate vector are bound whole: they are small and F32
+        const wt_t *vec[] = {&l->attn_norm, &l->ffn_norm, &l->bq, &l->bk, &l->bv, &l->q_norm,
+                             &l->k_norm};
+        for (size_t i = 0; i < sizeof(vec) / sizeof(vec[0]); i++)
+            if (vec[i]->n_parts > 1 || (vec[i]->n_parts && vec[i]->type != 0)) {
+                set_err(err, errlen, "layer %" PRIu32 ": norm and bias vectors must be F32", il);
+                r = -ENOTSUP;
+                goto out;
+            }
+        if ((t->bq != NULL) != (t->bk != NULL) || (t->bq != NULL) != (t->bv != NULL)) {
+            set_err(err, errlen, "layer %" PRIu32 ": q, k and v biases must come together", il);
+            r = -ENOTSUP;
+            goto out;
+        }
+    }
+    if (e->output_norm.type != 0) {
+        set_err(err, errlen, "output_norm must be F32");
+        r = -ENOTSUP;
+    }
+out:
+    moeio_free(ld.io);
+    moeio_pool_free(ld.pool);
+    return r;
+}
+
+static int alloc_kv(engine_vk_t *e, char *err, size_t errlen)
+{
+    const model_hparams_t *hp = e->hp;
+    const uint64_t rows = (uint64_t)e->base.n_seq_max * e->base.n_ctx;
+    const uint64_t kb = rows * hp->n_head_kv * hp->head_dim_k * 2,
+                   vb = rows * hp->n_head_kv * hp->head_dim_v * 2;
+    const vkc_device_info_t *info = vkc_ctx_info(e->vkc);
+    if (kb > info->max_storage_range || vb > info->max_storage_range) {
+        set_err(err, errlen,
+                "KV cache of one layer (%" PRIu64 " bytes for %u sequences x %u positions) "
+                "exceeds the device's binding limit of %" PRIu64 "; lower ctx or parallel",
+                kb, e->base.n_seq_max, e->base.n_ctx, info->max_storage_range);
+        return -E2BIG;
+    }
+    for (uint32_t il = 0; il < hp->n_layer; il++) {
+        int r;
+        if ((r = new_buf(e, VKC_MEM_DEVICE, kb, &e->layers[il].k_cache, "KV cache", err, errlen)) <
+                0 ||
+            (r = new_buf(e, VKC_MEM_DEVICE, vb, &e->layers[il].v_cache, "KV cache", err, errlen)) <
+                0)
+            return r;
+    }
+    return 0;
+}
+
+/* The GPU tier when the caller left it to us: every expert if that fits what the device has
+ * left after the rest, else what fits (minus a margin for the driver). */
+static uint64_t auto_gpu_bytes(engine_vk_t *e)
+{
+    const vkc_device_info_t *info = vkc_ctx_info(e->vkc);
+    const model_t *m = e->base.model;
+    uint64_t budget = 0, used = vkc_ctx_device_bytes(e->vkc);
+    for (uint32_t i = 0; i < info->n_heaps; i++)
+        if (info->heaps[i].device_local && info->heaps[i].budget > budget)
+            budget = info->heaps[i].budget;
+    if (e->cfg.device_limit)
+        budget = e->cfg.device_limit;
+    // expert slots are page-rounded: ask for a little more than the raw bytes
+    uint64_t all = m->expert_bytes_total + (uint64_t)m->hp.n_layer * m->hp.n_expert * 3 * 8192;
+    uint64_t avail = budget > used ? (budget - used) / 10 * 8 : 0;
+    return all < avail ? all : avail;
+}
+
+int engine_vk_new(const engine_vk_config_t *cfg, engine_t **ret, char *err, size_t errlen)
+{
+    const model_t *m = cfg->model;
+    engine_vk_t *e;
+    int r;
+    if (!m || !cfg->path || !cfg->n_ctx || !cfg->n_seq_max || !m->hp.n_expert) {
+        set_err(err, errlen, "engine: model, path, context and sequences are required");
+        return -EINVAL;
+    }
+    const model_hparams_t *hp = &m->hp;
+    if (hp->head_dim_k % 2 || hp->head_dim_v % 2 ||
+        hp->head_dim_k > VKC_ATTENTION_MAX_HEAD_DIM ||
+        hp->head_dim_v > VKC_ATTENTION_MAX_HEAD_DIM || hp->n_expert > 4096) {
+        set_err(err, errlen, "engine: head dimensions or expert count outside the kernels' range");
+        return -ENOTSUP;
+    }
+    if ((uint64_t)cfg->n_seq_max * cfg->n_ctx > UINT32_MAX) {
+        set_err(err, errlen, "engine: sequences x context too large");
+        return -EINVAL;
+    }
+    if (!(e = calloc(1, sizeof(*e))))
+        return -ENOMEM;
+    e->cfg = *cfg;
+    e->hp = hp;
+    e->base.vt = &vk_vtable;
+    e->base.model = m;
+    e->base.n_vocab = hp->n_vocab;
+    e->base.n_ctx = cfg->n_ctx;
+    e->base.n_seq_max = cfg->n_seq_max;
+    e->n_batch = cfg->n_batch ? cfg->n_batch : 256;
+    e->n_logits_max = cfg->n_seq_max > 8 ? cfg->n_seq_max : 8;
+    if (e->n_logits_max > e->n_batch)
+        e->n_logits_max = e->n_batch;
+    const uint32_t X = hp->n_expert;
+    e->layers = calloc(hp->n_layer, sizeof(*e->layers));
+    e->seqs = calloc(cfg->n_seq_max, sizeof(*e->seqs));
+    e->uni = calloc(X, sizeof(int32_t));
+    e->pred = calloc(X, sizeof(int32_t));
+    e->pinned = calloc(X, sizeof(int32_t));
+    e->mark = calloc(X, 1);
+    e->refs = calloc(X, sizeof(expert_ref_t));
+    e->logit_rows = calloc(e->n_batch > X ? e->n_batch : X, sizeof(uint32_t));
+    if (!e->layers || !e->seqs || !e->uni || !e->pred || !e->pinned || !e->mark || !e->refs ||
+        !e->logit_rows) {
+        r = -ENOMEM;
+        set_err(err, errlen, "out of memory");
+        goto fail;
+    }
+
+    vkc_options_t vo = {.device = cfg->device, .cache_dir = cfg->cache_dir,
+                        .validation = cfg->validation, .device_limit = cfg->device_limit};
+    if ((r = vkc_ctx_new(&vo, &e->vkc, err, errlen)) < 0)
+        goto fail;
+    const vkc_device_info_t *info = vkc_ctx_info(e->vkc);
+    snprintf(e->base.device, sizeof(e->base.device), "%.127s", info->name);
+    if (!info->buffer_device_address) {
+        set_err(err, errlen, "%s: no buffer device address, which the expert kernels need",
+                info->name);
+        r = -ENOTSUP;
+        goto fail;
+    }
+    if ((r = vkc_cmd_new(e->vkc, &e->cmd)) < 0) {
+        set_err(err, errlen, "cannot create a command buffer: %s", strerror(-r));
+        goto fail;
+    }
+    if ((r = load_weights(e, err, errlen)) < 0 || (r = alloc_kv(e, err, errlen)) < 0 ||
+        (r = alloc_scratch(e, err, errlen)) < 0)
+        goto fail;
+
+    expert_store_config_t sc = {
+        .model = m,
+        .path = cfg->path,
+        .vkc = e->vkc,
+        .gpu_bytes = cfg->gpu_cache_bytes ? cfg->gpu_cache_bytes : auto_gpu_bytes(e),
+        .host_bytes = cfg->host_cache_bytes,
+        .policy = (expert_policy_t)cfg->policy,
+        .io = {.backend = (enum moeio_backend)cfg->io_backend,
+               .depth = cfg->io_depth ? cfg->io_depth : 64,
+               .buffered = cfg->io_buffered,
+               .wrapper = cfg->io_wrapper},
+        .force_staged = cfg->force_staged,
+    };
+    if ((r = expert_store_new(&sc, &e->store, err, errlen)) < 0)
+        goto fail;
+    *ret = &e->base;
+    return 0;
+fail:
+    vk_free(&e->base);
+    return r;
+}
+
+int engine_vk_describe(engine_t *base, char *buf, size_t size)
+{
+    engine_vk_t *e = (engine_vk_t *)base;
+    char dev[768];
+    vkc_device_info_format(vkc_ctx_info(e->vkc), dev, sizeof(dev));
+    const char *notes = expert_store_io_notes(e->store);
+    return snprintf(buf, size,
+                    "%s; experts: %u GPU slots + %u host slots of %" PRIu64 " bytes (%s)%s%s", dev,
+                    expert_store_gpu_slots(e->store), expert_store_host_slots(e->store),
+                    expert_store_slot_bytes(e->store),
+                    expert_store_zero_copy(e->store) ? "zero copy" : "staged",
+                    notes[0] ? "; " : "", notes);
+}
+
+uint64_t engine_vk_validation_messages(engine_t *base, char *last, size_t size)
+{
+    return vkc_ctx_validation_messages(((engine_vk_t *)base)->vkc, last, size);
+}
