@@ -34,6 +34,8 @@ typedef struct engine_stats {
     uint64_t io_errors;
     uint64_t read_wait_ns;      /* time the step waited for expert reads */
     uint64_t gpu_wait_ns;       /* time the step waited for the device */
+    uint64_t device_bytes;      /* device memory allocated (weights, KV, expert tier) */
+    uint64_t gpu_cache_bytes;   /* the GPU expert tier's budget in use */
 } engine_stats_t;
 
 typedef struct engine engine_t;

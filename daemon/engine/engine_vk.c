@@ -89,6 +89,8 @@ typedef struct engine_vk {
     uint32_t *logit_rows;
     engine_stats_t stats;
     uint64_t guess_total, guess_right;
+    uint64_t gpu_cache_bytes; /* the tier's budget in use */
+    bool shrunk;              /* smaller than asked: the device had no more */
 } engine_vk_t;
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -680,7 +682,7 @@ static int run_chunk(engine_vk_t *e, const engine_entry_t *en, uint32_t n, float
         if (guess) {
             // read layer il + 1's likely experts while the device computes
             take_guess(e, n);
-            int p = 0; /* PREFETCH-PENDING expert_store_prefetch(e->store, il + 1, e->pred, e->n_pred) */
+            int p = expert_store_prefetch(e->store, il + 1, e->pred, e->n_pred);
             (void)p;
         }
     }
@@ -797,6 +799,8 @@ static void vk_stats(engine_t *base, engine_stats_t *ret)
     ret->prefetch_issued = s.cache.prefetch_issued;
     ret->prefetch_used = s.cache.prefetch_used;
     ret->io_errors = s.io_errors;
+    ret->device_bytes = vkc_ctx_device_bytes(e->vkc);
+    ret->gpu_cache_bytes = e->gpu_cache_bytes;
     ret->prefetch_accuracy =
         e->guess_total ? (double)e->guess_right / (double)e->guess_total : -1.0;
 }
@@ -1130,8 +1134,18 @@ int engine_vk_new(const engine_vk_config_t *cfg, engine_t **ret, char *err, size
                .wrapper = cfg->io_wrapper},
         .force_staged = cfg->force_staged,
     };
-    if ((r = expert_store_new(&sc, &e->store, err, errlen)) < 0)
+    // out of device (or pinned host) memory for the tier: retry smaller, down to one
+    // layer's top-k, and say so; only then is it an error
+    const uint64_t min_bytes = ((uint64_t)m->expert_bytes + 6 * MOEIO_ALIGN) * hp->n_expert_used;
+    while ((r = expert_store_new(&sc, &e->store, err, errlen)) == -ENOMEM &&
+           sc.gpu_bytes > min_bytes) {
+        uint64_t less = sc.gpu_bytes / 4 * 3;
+        sc.gpu_bytes = less > min_bytes ? less : min_bytes;
+        e->shrunk = true;
+    }
+    if (r < 0)
         goto fail;
+    e->gpu_cache_bytes = sc.gpu_bytes;
     *ret = &e->base;
     return 0;
 fail:
@@ -1146,10 +1160,11 @@ int engine_vk_describe(engine_t *base, char *buf, size_t size)
     vkc_device_info_format(vkc_ctx_info(e->vkc), dev, sizeof(dev));
     const char *notes = expert_store_io_notes(e->store);
     return snprintf(buf, size,
-                    "%s; experts: %u GPU slots + %u host slots of %" PRIu64 " bytes (%s)%s%s", dev,
-                    expert_store_gpu_slots(e->store), expert_store_host_slots(e->store),
+                    "%s; experts: %u GPU slots + %u host slots of %" PRIu64 " bytes (%s)%s%s%s",
+                    dev, expert_store_gpu_slots(e->store), expert_store_host_slots(e->store),
                     expert_store_slot_bytes(e->store),
                     expert_store_zero_copy(e->store) ? "zero copy" : "staged",
+                    e->shrunk ? "; GPU expert cache shrunk to what the device could allocate" : "",
                     notes[0] ? "; " : "", notes);
 }
 

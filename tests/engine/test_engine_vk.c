@@ -118,23 +118,28 @@ static void run_ref(const tmodel_t *t, run_t *out)
     ref_model_free(rm);
 }
 
-static engine_t *engine_open(const tmodel_t *t, uint64_t gpu_bytes, uint32_t n_seq,
-                             moeio_wrapper_t *wrapper)
+static engine_t *engine_open_cfg(const tmodel_t *t, uint64_t gpu_bytes, uint32_t n_seq,
+                                 moeio_wrapper_t *wrapper, const engine_vk_config_t *more)
 {
     char err[512];
     engine_t *e = NULL;
-    engine_vk_config_t c = {
-        .model = t->m,
-        .path = t->path,
-        .validation = 1,
-        .n_ctx = 64,
-        .n_seq_max = n_seq,
-        .gpu_cache_bytes = gpu_bytes,
-        .io_wrapper = wrapper,
-    };
+    engine_vk_config_t c = *more; // device_limit, force_staged, host_cache_bytes
+    c.model = t->m;
+    c.path = t->path;
+    c.validation = 1;
+    c.n_ctx = 64;
+    c.n_seq_max = n_seq;
+    c.gpu_cache_bytes = gpu_bytes;
+    c.io_wrapper = wrapper;
     int r = engine_vk_new(&c, &e, err, sizeof(err));
     ck_assert_msg(r == 0, "engine_vk_new: %s (%d)", err, r);
     return e;
+}
+
+static engine_t *engine_open(const tmodel_t *t, uint64_t gpu_bytes, uint32_t n_seq,
+                             moeio_wrapper_t *wrapper)
+{
+    return engine_open_cfg(t, gpu_bytes, n_seq, wrapper, &(engine_vk_config_t){0});
 }
 
 /* Runs sequence 0 (prompt 0) and n_others more (their own prompts) together. */
@@ -237,7 +242,8 @@ START_TEST(test_matches_reference)
 
     // the smallest GPU tier: one layer's top-k; the 8-sequence prompt runs in waves
     uint64_t slot = t.m->expert_bytes + 3 * 2 * 4096;
-    e = engine_open(&t, slot * t.m->hp.n_expert_used, 1 + N_OTHERS, NULL);
+    e = engine_open_cfg(&t, slot * t.m->hp.n_expert_used, 1 + N_OTHERS, NULL,
+                        &(engine_vk_config_t){.host_cache_bytes = t.m->expert_bytes_total / 2});
     run_engine(e, 0, &small);
     snprintf(what, sizeof(what), "%s %s minimum cache", arch, type);
     check_same(&small, &all, V, what);
@@ -255,6 +261,41 @@ START_TEST(test_matches_reference)
     free(all.logits);
     free(small.logits);
     free(batched.logits);
+    tmodel_free(&t);
+}
+END_TEST
+
+/* The device cannot hold the GPU tier asked for: the engine shrinks it to what it can
+ * allocate, says so, and computes the same tokens. Staged, so the tier is device memory. */
+START_TEST(test_device_memory_shrinks)
+{
+    tmodel_t t = {0};
+    run_t ref = {0}, got = {0};
+    char line[2048];
+    tmodel_make(&t, "qwen3moe", "q8_0", "--experts 64 --embd 256 --ff-exp 256");
+    ck_assert_uint_gt(t.m->expert_bytes_total, 24u << 20);
+    run_ref(&t, &ref);
+    engine_t *e = engine_open_cfg(&t, 1ull << 30, 1, NULL,
+                                  &(engine_vk_config_t){.device_limit = 16u << 20,
+                                                        .force_staged = true});
+    engine_stats_t st;
+    engine_stats(e, &st);
+    ck_assert_uint_le(st.device_bytes, 16u << 20);
+    ck_assert_uint_lt(st.gpu_cache_bytes, t.m->expert_bytes_total);
+    engine_vk_describe(e, line, sizeof(line));
+    ck_assert_msg(strstr(line, "shrunk"), "%s", line);
+    run_engine(e, 0, &got);
+    check_close(&got, &ref, e->n_vocab, "shrunk GPU tier");
+    check_validation(e);
+    engine_free(e);
+    // below what the resident part needs: a clear error, no crash
+    char err[512] = "";
+    engine_vk_config_t c = {.model = t.m, .path = t.path, .validation = 1, .n_ctx = 64,
+                            .n_seq_max = 1, .device_limit = 64u << 10};
+    ck_assert_int_eq(engine_vk_new(&c, &e, err, sizeof(err)), -ENOMEM);
+    ck_assert_msg(strstr(err, "device"), "%s", err);
+    free(ref.logits);
+    free(got.logits);
     tmodel_free(&t);
 }
 END_TEST
@@ -365,6 +406,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_matches_reference, 0, 16);
+    tcase_add_test(tc, test_device_memory_shrinks);
     tcase_add_test(tc, test_bad_entries);
     tcase_add_test(tc, test_io_error);
     suite_add_tcase(su, tc);
