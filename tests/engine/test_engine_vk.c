@@ -1,12 +1,14 @@
 /* The Vulkan engine against the CPU reference (tests/ref), on lavapipe with the validation
  * layer on. For every architecture x {F16, Q8_0, Q4_0, Q4_K} tiny synthetic model: the
  * engine's 32 greedy tokens after an 8-token prompt equal the reference's, and its logits
- * match at every step within a tolerance (the engine keeps K and V in F16 and sums in other
- * orders: LOGIT_TOL of the largest logit; measured <= 8e-5); the logits are bit-identical with the GPU expert
- * cache at its minimum (one layer's top-k: the prompt runs in waves and every layer streams)
- * and with every expert resident, and with a sequence decoded alone and batched with 7
- * others. Also: bad entries are refused without running anything, and an I/O error while
- * streaming fails the step with -EIO and leaves the engine usable. */
+ * match at every step within LOGIT_TOL of the largest logit (the engine keeps K and V in
+ * F16 and sums in other orders; measured <= 8e-5). The logits are bit-identical with the
+ * GPU expert cache at its minimum (one layer's top-k, half the experts in the host tier:
+ * the prompt runs in waves and every layer streams) and with every expert resident; a
+ * sequence batched with 7 others gets the same tokens and logits within BATCH_TOL. Also:
+ * bad entries are refused without running anything, an I/O error while streaming fails the
+ * step with -EIO and leaves the engine usable, and a device that cannot hold the GPU tier
+ * asked for gets a smaller one. */
 #include <check.h>
 #include <dlfcn.h>
 #include <errno.h>
@@ -28,6 +30,9 @@
 #define N_OTHERS 7
 /* Max |engine - reference| over a step's logits, relative to the largest |logit| (>= 1). */
 #define LOGIT_TOL 1e-3
+/* A sequence batched with others: the same tokens, and logits equal up to float rounding
+ * (many-vector matrix products may sum a row in another order than one-vector ones). */
+#define BATCH_TOL 5e-5
 
 static char dir[256];
 
@@ -186,15 +191,21 @@ static double max_rel_diff(const float *a, const float *b, uint32_t n)
     return d / scale;
 }
 
-static void check_close(const run_t *got, const run_t *want, uint32_t V, const char *what)
+static void check_close_tol(const run_t *got, const run_t *want, uint32_t V, const char *what,
+                            double tol)
 {
     for (int g = 0; g < N_GEN; g++) {
         ck_assert_msg(got->tokens[g] == want->tokens[g], "%s: token %d: %d, reference %d", what, g,
                       got->tokens[g], want->tokens[g]);
         double d = max_rel_diff(got->logits + (size_t)g * V, want->logits + (size_t)g * V, V);
-        ck_assert_msg(d <= LOGIT_TOL, "%s: step %d logits differ by %.3g of the largest", what, g,
+        ck_assert_msg(d <= tol, "%s: step %d logits differ by %.3g of the largest", what, g,
                       d);
     }
+}
+
+static void check_close(const run_t *got, const run_t *want, uint32_t V, const char *what)
+{
+    check_close_tol(got, want, V, what, LOGIT_TOL);
 }
 
 static void check_same(const run_t *a, const run_t *b, uint32_t V, const char *what)
@@ -233,7 +244,7 @@ START_TEST(test_matches_reference)
     check_close(&all, &ref, V, what);
     run_engine(e, N_OTHERS, &batched);
     snprintf(what, sizeof(what), "%s %s batched with %d others", arch, type, N_OTHERS);
-    check_same(&batched, &all, V, what);
+    check_close_tol(&batched, &all, V, what, BATCH_TOL);
     engine_stats_t st;
     engine_stats(e, &st);
     ck_assert_uint_gt(st.expert_misses, 0);
@@ -250,7 +261,7 @@ START_TEST(test_matches_reference)
     free(batched.logits);
     run_engine(e, N_OTHERS, &batched);
     snprintf(what, sizeof(what), "%s %s minimum cache, batched", arch, type);
-    check_same(&batched, &all, V, what);
+    check_close_tol(&batched, &all, V, what, BATCH_TOL);
     engine_stats(e, &st);
     ck_assert_uint_gt(st.waves, 0);
     ck_assert_uint_gt(st.bytes_streamed, t.m->expert_bytes_total); // every layer streamed
