@@ -668,6 +668,12 @@ int vkc_cmd_begin(vkc_cmd_t *cmd)
     int r = vkc_cmd_wait(cmd, UINT64_MAX);
     if (r < 0)
         return r;
+    /* a recording abandoned after an error (the caller never submitted it) is ended and
+     * dropped: a command buffer must not be begun while it records (VUID 00049) */
+    if (cmd->recording) {
+        vkEndCommandBuffer(cmd->cb);
+        cmd->recording = false;
+    }
     /* the descriptor sets of the previous recording are dead once it completed */
     for (vkc_dpool_t *p = cmd->dpools; p; p = p->next)
         vkResetDescriptorPool(ctx->device, p->pool, 0);

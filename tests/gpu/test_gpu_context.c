@@ -216,6 +216,28 @@ START_TEST(copy_kernel_copies)
 }
 END_TEST
 
+/* A recording abandoned after an error (never submitted) does not poison the next begin. */
+START_TEST(an_abandoned_recording_can_be_begun_again)
+{
+    size_t n = 4096;
+    unsigned char *a = malloc(n), *b = malloc(n);
+    memset(a, 0x5a, n);
+    vkc_buffer_t *src = buf_with(a, n), *dst = buf_with(NULL, n);
+    begin();
+    ck_assert_int_eq(vkc_cmd_copy(cmd, (vkc_view_t){src, 0}, (vkc_view_t){dst, 0}, 15), -EINVAL);
+    begin(); // no submit in between
+    ck_assert_int_eq(vkc_cmd_copy(cmd, (vkc_view_t){src, 0}, (vkc_view_t){dst, 0}, n), 0);
+    submit();
+    read_back(dst, b, n);
+    ck_assert_mem_eq(a, b, n);
+    vkc_buffer_free(src);
+    vkc_buffer_free(dst);
+    free(a);
+    free(b);
+    no_validation_messages();
+}
+END_TEST
+
 START_TEST(binding_past_the_storage_range_is_e2big)
 {
     uint64_t range = vkc_ctx_info(ctx)->max_storage_range;
@@ -246,6 +268,7 @@ void add_context_tests(Suite *s)
     tcase_add_test(tc, host_buffers_are_mapped_and_have_addresses);
     tcase_add_test(tc, copies_through_imported_host_memory);
     tcase_add_test(tc, copy_kernel_copies);
+    tcase_add_test(tc, an_abandoned_recording_can_be_begun_again);
     tcase_add_test(tc, binding_past_the_storage_range_is_e2big);
     suite_add_tcase(s, tc);
 }
