@@ -35,6 +35,9 @@
 #include "model/quant.h"
 
 #define WT_PARTS_MAX 64
+/* Sub-buffer offsets of host-visible operands: kernels bind at multiples of the storage
+ * offset alignment, which Vulkan caps at 256. */
+#define AL(x) (((uint64_t)(x) + 255) & ~(uint64_t)255)
 
 /* A resident weight tensor, possibly split into row ranges that each fit one binding. */
 typedef struct wt {
@@ -286,7 +289,7 @@ static int rec_embed(engine_vk_t *e, uint32_t n)
             .cols = w->cols,
             .n_tok = n,
             .w = V(w->part[p].buf, 0),
-            .ids = V(e->inp, (uint64_t)p * e->n_batch * 4),
+            .ids = V(e->inp, (uint64_t)p * AL(e->n_batch * 4)),
             .out = p == 0 ? V(e->x, 0) : V(e->tmp, 0),
         };
         r = vkc_cmd_embed(e->cmd, &a);
@@ -651,7 +654,7 @@ static int run_chunk(engine_vk_t *e, const engine_entry_t *en, uint32_t n, float
     for (uint32_t i = 0; i < n; i++) {
         for (uint32_t p = 0; p < e->tok_embd.n_parts; p++) {
             int64_t id = (int64_t)en[i].token - e->tok_embd.part[p].row0;
-            in_ids[p * e->n_batch + i] =
+            in_ids[p * (AL(e->n_batch * 4) / 4) + i] =
                 id >= 0 && id < e->tok_embd.part[p].rows ? (int32_t)id : -1;
         }
         in_pos[i] = (int32_t)en[i].pos;
@@ -917,18 +920,18 @@ static int alloc_scratch(engine_vk_t *e, char *err, size_t errlen)
         if ((r = new_buf(e, VKC_MEM_DEVICE, d[i].floats * 4, d[i].b, d[i].what, err, errlen)) < 0)
             return r;
     // host-visible: step inputs, routing read-back, slot table + entries, logits
-    e->off_pos = (uint64_t)WT_PARTS_MAX * B * 4;
-    e->off_rows = e->off_pos + B * 4;
-    e->off_ranges = e->off_rows + B * 4;
+    e->off_pos = (uint64_t)WT_PARTS_MAX * AL(B * 4);
+    e->off_rows = AL(e->off_pos + B * 4);
+    e->off_ranges = AL(e->off_rows + B * 4);
     if ((r = new_buf(e, VKC_MEM_HOST, e->off_ranges + 2 * B * 4, &e->inp, "step inputs", err,
                      errlen)) < 0)
         return r;
-    e->off_rw = B * K * 4;
-    e->off_pids = 2 * B * K * 4;
-    e->off_pw = 3 * B * K * 4;
-    if ((r = new_buf(e, VKC_MEM_HOST, 4 * B * K * 4, &e->route, "routing", err, errlen)) < 0)
+    e->off_rw = AL(B * K * 4);
+    e->off_pids = 2 * AL(B * K * 4);
+    e->off_pw = 3 * AL(B * K * 4);
+    if ((r = new_buf(e, VKC_MEM_HOST, 4 * AL(B * K * 4), &e->route, "routing", err, errlen)) < 0)
         return r;
-    e->off_entries = X * sizeof(vkc_moe_slot_t);
+    e->off_entries = AL(X * sizeof(vkc_moe_slot_t));
     if ((r = new_buf(e, VKC_MEM_HOST, e->off_entries + B * K * sizeof(vkc_moe_entry_t), &e->table,
                      "slot table", err, errlen)) < 0)
         return r;
