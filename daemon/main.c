@@ -1,10 +1,13 @@
 /* moed: the daemon. main() is a thin wrapper around run(): settings (defaults, then
  * /etc/moed/moed.conf or --config, then flags), the model header (refused with its reason
  * before anything is served), the listening socket (from systemd socket activation, or bound
- * here: a live socket is never stolen, a stale one is replaced), the HTTP server, readiness
- * to systemd, and a signal loop (SIGTERM/SIGINT stop, SIGHUP reloads what can change). */
+ * here: a live socket is never stolen, a stale one is replaced), the HTTP server, the engine
+ * (Vulkan, or the CPU reference; its load progress goes to systemd as STATUS= lines), the
+ * scheduler, readiness to systemd, and a signal loop (SIGTERM/SIGINT stop, SIGHUP reloads
+ * what can change). MOED_TEST_FAULTS (fault.h, tests only) injects faults. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <grp.h>
 #include <poll.h>
 #include <pthread.h>
@@ -23,6 +26,7 @@
 
 #include "api/api_server.h"
 #include "engine/engine.h"
+#include "fault.h"
 #include "log.h"
 #include "model/gguf.h"
 #include "model/model.h"
@@ -32,6 +36,9 @@
 #include "text/tokenizer.h"
 
 #define DEFAULT_CONFIG "/etc/moed/moed.conf"
+/* Entries of one engine step at most: every decoding sequence (parallel <= 256) and prompt
+ * chunks up to this; the Vulkan engine sizes its activations for it. */
+#define MOED_BATCH 256
 
 static void usage(FILE *f)
 {
@@ -123,7 +130,12 @@ static int activated_socket(const log_ctx_t *log)
 typedef struct daemon_ctx {
     sched_t *sched;
     engine_t *engine;
+    engine_t *vk;                      /* the Vulkan engine (under any fault wrapper); NULL */
+    _Atomic uint64_t vk_messages;      /* its validation messages, as of the last step */
+    moed_fault_t *faults;              /* MOED_TEST_FAULTS; NULL normally */
     _Atomic uint64_t last_progress_us; /* CLOCK_MONOTONIC of the engine's last step */
+    _Atomic int load_pct;              /* resident weights loaded, percent; -1 unknown */
+    atomic_bool serving;               /* sched and engine are set (HTTP threads read them) */
 } daemon_ctx_t;
 
 static uint64_t now_us(void)
@@ -142,6 +154,7 @@ typedef struct load_keepalive {
     pthread_cond_t cond;
     bool done;
     const char *what;
+    const _Atomic int *pct; /* load progress, -1 while unknown */
 } load_keepalive_t;
 
 static void *keepalive_loop(void *arg)
@@ -149,7 +162,12 @@ static void *keepalive_loop(void *arg)
     load_keepalive_t *k = arg;
     pthread_mutex_lock(&k->lock);
     while (!k->done) {
-        sd_notifyf(0, "EXTEND_TIMEOUT_USEC=%llu\nSTATUS=loading %s", 30ull * 1000000, k->what);
+        int pct = atomic_load(k->pct);
+        if (pct >= 0)
+            sd_notifyf(0, "EXTEND_TIMEOUT_USEC=%llu\nSTATUS=Loading: %d%%", 30ull * 1000000, pct);
+        else
+            sd_notifyf(0, "EXTEND_TIMEOUT_USEC=%llu\nSTATUS=Loading %s", 30ull * 1000000,
+                       k->what);
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_sec += 10;
@@ -159,9 +177,9 @@ static void *keepalive_loop(void *arg)
     return NULL;
 }
 
-static int keepalive_start(load_keepalive_t *k, const char *what)
+static int keepalive_start(load_keepalive_t *k, const char *what, const _Atomic int *pct)
 {
-    *k = (load_keepalive_t){.what = what};
+    *k = (load_keepalive_t){.what = what, .pct = pct};
     pthread_mutex_init(&k->lock, NULL);
     pthread_cond_init(&k->cond, NULL);
     return -pthread_create(&k->thread, NULL, keepalive_loop, k);
@@ -183,6 +201,92 @@ static void on_progress(void *userdata)
 {
     daemon_ctx_t *d = userdata;
     atomic_store(&d->last_progress_us, now_us());
+    /* the engine's own thread: the only one that may ask it */
+    if (d->vk)
+        atomic_store(&d->vk_messages, engine_vk_validation_messages(d->vk, NULL, 0));
+}
+
+/* Engine load progress (bytes of the resident weights): one STATUS= line per percent; the
+ * keepalive repeats the latest with each timeout extension and /health reports it. */
+static void on_load_progress(void *userdata, uint64_t done, uint64_t total)
+{
+    daemon_ctx_t *d = userdata;
+    int pct = !total || done >= total ? 100 : (int)(done * 100 / total);
+    if (atomic_exchange(&d->load_pct, pct) != pct)
+        sd_notifyf(0, "STATUS=Loading: %d%%", pct);
+}
+
+/* MemAvailable in bytes, or 0 when /proc/meminfo cannot say. */
+static uint64_t mem_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "re");
+    if (!f)
+        return 0;
+    char line[256];
+    unsigned long long kib = 0;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1)
+            break;
+    fclose(f);
+    return (uint64_t)kib * 1024;
+}
+
+/* The host budget, checked before anything is allocated: a host tier larger than the memory
+ * the machine has available would be allocated lazily and end, on first use, in the OOM
+ * killer; refusing here gives the reason instead. */
+static int check_host_budget(const settings_t *st, const log_ctx_t *log)
+{
+    uint64_t avail = mem_available();
+    if (avail && st->host_cache > avail) {
+        log_err(log, "host-cache = %" PRIu64 " MiB is more than the memory available "
+                     "(%" PRIu64 " MiB); lower host-cache",
+                st->host_cache >> 20, avail >> 20);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+/* Builds the engine the settings ask for. The Vulkan engine gets every setting it has a
+ * field for; when it runs out of device memory with an explicit gpu-cache (a smaller GPU
+ * than the config was written for, another process holding memory) it is built once more
+ * with the expert cache sized to what the device has left (as gpu-cache = 0 does), and the
+ * log says so; if that fails too, the error is the one line moed exits with. */
+static int engine_start(const settings_t *st, const model_t *m, daemon_ctx_t *d,
+                        const log_ctx_t *log, engine_t **ret, char *err, size_t errlen)
+{
+    if (st->engine == SETTINGS_ENGINE_REFERENCE)
+        return engine_ref_new(m, st->model, st->ctx, st->parallel, ret, err, errlen);
+    engine_vk_config_t c = {
+        .model = m,
+        .path = st->model,
+        .device = st->device,
+        .cache_dir = st->cache_dir,
+        /* "no" leaves it to MOE_VK_VALIDATION (the test suites turn it on there) */
+        .validation = st->vk_validation ? 1 : -1,
+        .device_limit = moed_fault_device_limit(d->faults),
+        .n_ctx = st->ctx,
+        .n_seq_max = st->parallel,
+        .n_batch = MOED_BATCH,
+        .gpu_cache_bytes = st->gpu_cache,
+        .host_cache_bytes = st->host_cache,
+        .policy = (int)st->cache_policy,
+        .io_depth = st->io_depth,
+        .io_backend = (int)st->io_backend,
+        .io_buffered = !st->io_direct,
+        .no_prefetch = !st->prefetch,
+        .progress = on_load_progress,
+        .progress_userdata = d,
+        .io_wrapper = moed_fault_io_wrapper(d->faults),
+    };
+    int r = engine_vk_new(&c, ret, err, errlen);
+    if (r != -ENOMEM || !st->gpu_cache)
+        return r;
+    log_warning(log, "the Vulkan engine does not fit on the device with gpu-cache = %" PRIu64
+                     " MiB (%s); retrying with the expert cache sized to what fits",
+                st->gpu_cache >> 20, err);
+    c.gpu_cache_bytes = 0;
+    atomic_store(&d->load_pct, -1);
+    return engine_vk_new(&c, ret, err, errlen);
 }
 
 /* SIGHUP: re-reads the config file and applies what can change while running (log level,
@@ -254,8 +358,7 @@ static int main_loop(daemon_ctx_t *d, int sfd, settings_t *st, const char *confi
                                 : 0;
         last_tokens = ss.completion_tokens;
         last_t = t;
-        engine_stats_t es;
-        engine_stats(d->engine, &es);
+        const engine_stats_t es = ss.engine;
         uint64_t looks = es.expert_hits + es.expert_misses;
         sd_notifyf(0, "STATUS=%.1f tokens/s, %u active, %u queued, expert hit rate %.1f%%", tps,
                    ss.active, ss.queued, looks ? 100.0 * (double)es.expert_hits / (double)looks : 0);
@@ -271,51 +374,121 @@ static int main_loop(daemon_ctx_t *d, int sfd, settings_t *st, const char *confi
 static void metrics_extra(void *userdata, char *buf, size_t len)
 {
     daemon_ctx_t *d = userdata;
-    if (!d->sched)
+    if (!atomic_load(&d->serving))
         return;
     sched_stats_t ss;
-    engine_stats_t es;
     sched_get_stats(d->sched, &ss);
-    engine_stats(d->engine, &es);
-    snprintf(buf, len,
-             "# HELP moed_queue_length Requests waiting for a sequence slot.\n"
-             "# TYPE moed_queue_length gauge\nmoed_queue_length %u\n"
-             "# HELP moed_active_sequences Sequences being decoded.\n"
-             "# TYPE moed_active_sequences gauge\nmoed_active_sequences %u\n"
-             "# HELP moed_generations_total Generation requests ended, by outcome.\n"
-             "# TYPE moed_generations_total counter\n"
-             "moed_generations_total{outcome=\"done\"} %llu\n"
-             "moed_generations_total{outcome=\"cancelled\"} %llu\n"
-             "moed_generations_total{outcome=\"failed\"} %llu\n"
-             "# HELP moed_tokens_total Tokens processed, by kind.\n"
-             "# TYPE moed_tokens_total counter\n"
-             "moed_tokens_total{kind=\"prompt\"} %llu\n"
-             "moed_tokens_total{kind=\"completion\"} %llu\n"
-             "# HELP moed_engine_steps_total Engine forward steps.\n"
-             "# TYPE moed_engine_steps_total counter\nmoed_engine_steps_total %llu\n"
-             "# HELP moed_expert_cache_total Expert cache look-ups, by result.\n"
-             "# TYPE moed_expert_cache_total counter\n"
-             "moed_expert_cache_total{result=\"hit\"} %llu\n"
-             "moed_expert_cache_total{result=\"miss\"} %llu\n"
-             "# HELP moed_streamed_bytes_total Expert bytes read from storage.\n"
-             "# TYPE moed_streamed_bytes_total counter\nmoed_streamed_bytes_total %llu\n",
-             ss.queued, ss.active, (unsigned long long)ss.requests_done,
-             (unsigned long long)ss.requests_cancelled, (unsigned long long)ss.requests_failed,
-             (unsigned long long)ss.prompt_tokens, (unsigned long long)ss.completion_tokens,
-             (unsigned long long)es.steps, (unsigned long long)es.expert_hits,
-             (unsigned long long)es.expert_misses, (unsigned long long)es.bytes_streamed);
+    const engine_stats_t es = ss.engine;
+    char acc[32] = "NaN"; /* Prometheus' "no value yet" */
+    if (es.prefetch_accuracy >= 0)
+        snprintf(acc, sizeof(acc), "%.4f", es.prefetch_accuracy);
+    size_t o = 0;
+#define PUT(...)                                                                           \
+    do {                                                                                   \
+        if (o < len)                                                                       \
+            o += (size_t)snprintf(buf + o, len - o, __VA_ARGS__);                          \
+    } while (0)
+#define U(x) ((unsigned long long)(x))
+    PUT("# HELP moed_queue_length Requests waiting for a sequence slot.\n"
+        "# TYPE moed_queue_length gauge\nmoed_queue_length %u\n"
+        "# HELP moed_active_sequences Sequences being decoded.\n"
+        "# TYPE moed_active_sequences gauge\nmoed_active_sequences %u\n"
+        "# HELP moed_generations_total Generation requests ended, by outcome.\n"
+        "# TYPE moed_generations_total counter\n"
+        "moed_generations_total{outcome=\"done\"} %llu\n"
+        "moed_generations_total{outcome=\"cancelled\"} %llu\n"
+        "moed_generations_total{outcome=\"failed\"} %llu\n"
+        "# HELP moed_tokens_total Tokens processed, by kind.\n"
+        "# TYPE moed_tokens_total counter\n"
+        "moed_tokens_total{kind=\"prompt\"} %llu\n"
+        "moed_tokens_total{kind=\"completion\"} %llu\n",
+        ss.queued, ss.active, U(ss.requests_done), U(ss.requests_cancelled),
+        U(ss.requests_failed), U(ss.prompt_tokens), U(ss.completion_tokens));
+    PUT("# HELP moed_engine_steps_total Engine forward steps.\n"
+        "# TYPE moed_engine_steps_total counter\nmoed_engine_steps_total %llu\n"
+        "# HELP moed_expert_cache_total Expert look-ups of the GPU tier, by result.\n"
+        "# TYPE moed_expert_cache_total counter\n"
+        "moed_expert_cache_total{result=\"hit\"} %llu\n"
+        "moed_expert_cache_total{result=\"miss\"} %llu\n"
+        "# HELP moed_expert_host_hits_total GPU tier misses served from the host tier.\n"
+        "# TYPE moed_expert_host_hits_total counter\nmoed_expert_host_hits_total %llu\n"
+        "# HELP moed_streamed_bytes_total Expert bytes read from storage.\n"
+        "# TYPE moed_streamed_bytes_total counter\nmoed_streamed_bytes_total %llu\n",
+        U(es.steps), U(es.expert_hits), U(es.expert_misses), U(es.expert_host_hits),
+        U(es.bytes_streamed));
+    PUT("# HELP moed_prefetch_total Experts read ahead on a guess, and those then used.\n"
+        "# TYPE moed_prefetch_total counter\n"
+        "moed_prefetch_total{outcome=\"issued\"} %llu\n"
+        "moed_prefetch_total{outcome=\"used\"} %llu\n"
+        "# HELP moed_prefetch_accuracy Fraction of the next layer's guessed experts its router "
+        "then chose (NaN: no guess yet).\n"
+        "# TYPE moed_prefetch_accuracy gauge\nmoed_prefetch_accuracy %s\n"
+        "# HELP moed_expert_waves_total Extra passes when a batch needed more experts than fit.\n"
+        "# TYPE moed_expert_waves_total counter\nmoed_expert_waves_total %llu\n"
+        "# HELP moed_expert_io_errors_total Expert reads that failed.\n"
+        "# TYPE moed_expert_io_errors_total counter\nmoed_expert_io_errors_total %llu\n"
+        "# HELP moed_expert_read_wait_seconds_total Time steps waited for expert reads.\n"
+        "# TYPE moed_expert_read_wait_seconds_total counter\n"
+        "moed_expert_read_wait_seconds_total %.6f\n"
+        "# HELP moed_gpu_wait_seconds_total Time steps waited for the device.\n"
+        "# TYPE moed_gpu_wait_seconds_total counter\nmoed_gpu_wait_seconds_total %.6f\n",
+        U(es.prefetch_issued), U(es.prefetch_used), acc, U(es.waves), U(es.io_errors),
+        (double)es.read_wait_ns / 1e9, (double)es.gpu_wait_ns / 1e9);
+    if (d->vk)
+        PUT("# HELP moed_vk_validation_messages_total Vulkan validation messages (only with "
+            "validation on).\n# TYPE moed_vk_validation_messages_total counter\n"
+            "moed_vk_validation_messages_total %llu\n",
+            U(atomic_load(&d->vk_messages)));
+    if (d->faults)
+        PUT("# HELP moed_injected_faults_total Faults injected by MOED_TEST_FAULTS (tests).\n"
+            "# TYPE moed_injected_faults_total counter\nmoed_injected_faults_total %llu\n",
+            U(moed_fault_fired(d->faults)));
+#undef U
+#undef PUT
 }
 
-/* Device and load for /health (JSON members). */
+/* Copies s into a JSON string body (no quotes), escaping what JSON needs. */
+static void json_text(char *dst, size_t size, const char *s)
+{
+    size_t o = 0;
+    for (; *s && o + 7 < size; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            o += (size_t)snprintf(dst + o, size - o, "\\%c", ch);
+        else if (ch < 0x20)
+            o += (size_t)snprintf(dst + o, size - o, "\\u%04x", ch);
+        else
+            dst[o++] = (char)ch;
+    }
+    dst[o] = 0;
+}
+
+/* /health's members: while loading, how far; then the engine, the device and the state of
+ * the expert cache, with the load. */
 static void health_extra(void *userdata, char *buf, size_t len)
 {
     daemon_ctx_t *d = userdata;
-    if (!d->sched)
+    if (!atomic_load(&d->serving)) {
+        int pct = atomic_load(&d->load_pct);
+        if (pct >= 0)
+            snprintf(buf, len, "\"progress\":%d", pct);
         return;
+    }
     sched_stats_t ss;
     sched_get_stats(d->sched, &ss);
-    snprintf(buf, len, "\"device\":\"%s\",\"queued\":%u,\"active\":%u", d->engine->device,
-             ss.queued, ss.active);
+    const engine_stats_t es = ss.engine;
+    char dev[300];
+    json_text(dev, sizeof(dev), d->engine->device);
+    uint64_t looks = es.expert_hits + es.expert_misses;
+    snprintf(buf, len,
+             "\"engine\":\"%s\",\"device\":\"%s\",\"queued\":%u,\"active\":%u,"
+             "\"expert_cache\":{\"hits\":%llu,\"misses\":%llu,\"host_hits\":%llu,"
+             "\"hit_rate\":%.4f,\"bytes_streamed\":%llu,\"io_errors\":%llu}",
+             d->vk ? "vulkan" : "reference", dev, ss.queued, ss.active,
+             (unsigned long long)es.expert_hits, (unsigned long long)es.expert_misses,
+             (unsigned long long)es.expert_host_hits,
+             looks ? (double)es.expert_hits / (double)looks : 0.0,
+             (unsigned long long)es.bytes_streamed, (unsigned long long)es.io_errors);
 }
 
 static int run(int argc, char **argv)
@@ -333,7 +506,7 @@ static int run(int argc, char **argv)
     tokenizer_t *tok = NULL;
     engine_t *eng = NULL;
     sched_t *sched = NULL;
-    daemon_ctx_t dctx = {0};
+    daemon_ctx_t dctx = {.load_pct = -1};
 
     /* Signals are blocked before any thread starts, so every thread inherits the mask and
      * they arrive only through the signalfd of the main loop. */
@@ -403,6 +576,21 @@ static int run(int argc, char **argv)
         goto out;
     }
 
+    /* Tests only (fault.h); the environment is the service's, set by root. */
+    const char *fspec = getenv(MOED_FAULT_ENV);
+    if (fspec && *fspec) {
+        r = moed_fault_new(fspec, &dctx.faults, err, sizeof(err));
+        if (r < 0) {
+            log_err(&log, "%s", err);
+            goto out;
+        }
+        char what[256];
+        moed_fault_describe(dctx.faults, what, sizeof(what));
+        log_warning(&log, "%s is set: injecting faults for testing (%s)", MOED_FAULT_ENV, what);
+    }
+    if (check_host_budget(&st, &log) < 0)
+        goto out;
+
     /* The model header is read before serving so a bad file is refused with its reason. */
     r = gguf_open(st.model, &g, err, sizeof(err));
     if (r < 0) {
@@ -460,17 +648,33 @@ static int run(int argc, char **argv)
     }
     /* The server answers /health (503, loading) while the weights load. */
     load_keepalive_t ka;
-    bool ka_on = keepalive_start(&ka, st.model) == 0;
-    r = engine_ref_new(m, st.model, st.ctx, st.parallel, &eng, err, sizeof(err));
+    bool ka_on = keepalive_start(&ka, st.model, &dctx.load_pct) == 0;
+    r = engine_start(&st, m, &dctx, &log, &eng, err, sizeof(err));
     if (ka_on)
         keepalive_stop(&ka);
     if (r < 0) {
-        log_err(&log, "model %s: engine failed to start: %s", st.model, err);
+        log_err(&log, "model %s: the %s engine failed to start: %s%s", st.model,
+                st.engine == SETTINGS_ENGINE_VULKAN ? "Vulkan" : "reference", err,
+                r == -ENODEV ? " (no Vulkan device; engine = reference runs on the CPU)" : "");
         goto out;
     }
+    if (st.engine == SETTINGS_ENGINE_VULKAN) {
+        dctx.vk = eng;
+        char line[1536];
+        if (engine_vk_describe(eng, line, sizeof(line)) > 0)
+            log_notice(&log, "engine: Vulkan on %s", line);
+    } else {
+        log_notice(&log, "engine: the CPU reference (%s)", eng->device);
+    }
+    r = moed_fault_wrap_engine(dctx.faults, &eng);
+    if (r < 0) {
+        log_err(&log, "%s: %s", MOED_FAULT_ENV, strerror(-r));
+        goto out;
+    }
+    moed_fault_arm(dctx.faults);
     sched_config_t sc = {
         .engine = eng, .tok = tok, .queue_max = st.queue, .parallel = st.parallel,
-        .progress = on_progress, .userdata = &dctx,
+        .max_batch = MOED_BATCH, .progress = on_progress, .userdata = &dctx,
     };
     r = sched_new(&sc, &sched);
     if (r < 0) {
@@ -479,9 +683,9 @@ static int run(int argc, char **argv)
     }
     dctx.engine = eng;
     dctx.sched = sched;
+    atomic_store(&dctx.serving, true);
     api_server_set_generator(srv, sched);
     api_server_set_ready(srv, true);
-    log_notice(&log, "engine: %s", eng->device);
     log_notice(&log, "serving %s (%s) on %s", m->name, model_arch_name(m->arch),
                own_socket ? st.socket : "the socket passed by systemd");
     sd_notifyf(0, "READY=1\nSTATUS=serving %s", m->name);
@@ -505,6 +709,14 @@ out:
         sched_stop(sched, 0);
     srv = api_server_free(srv);
     sched = sched_free(sched);
+    if (dctx.vk) {
+        /* validation is on in tests and when debugging: what it said is worth a line */
+        char last[256];
+        uint64_t nv = engine_vk_validation_messages(dctx.vk, last, sizeof(last));
+        if (nv)
+            log_warning(&log, "%llu Vulkan validation messages; the last: %s",
+                        (unsigned long long)nv, last);
+    }
     eng = engine_free(eng);
     tok = tokenizer_free(tok);
     if (listen_fd >= 0) {
@@ -514,6 +726,7 @@ out:
     }
     model_free(m);
     gguf_free(g);
+    moed_fault_free(dctx.faults);
     free(args);
     settings_clear(&st);
     return ret;

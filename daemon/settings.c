@@ -27,6 +27,7 @@ static const char *const log_levels[] = {"", "", "", "err", "warning", "notice",
                                          NULL};
 static const char *const io_backends[] = {"auto", "io_uring", "pread", NULL};
 static const char *const cache_policies[] = {"lru", "lfru", NULL};
+static const char *const engines[] = {"vulkan", "reference", NULL};
 
 #define F(x) offsetof(settings_t, x)
 #define GIB (1024ull * 1024 * 1024)
@@ -39,10 +40,14 @@ static const setting_def_t defs[] = {
      "permission bits (octal) of a socket moed binds itself"},
     {"socket-group", ST_STR, F(socket_group), "", 0, 0, NULL,
      "group owning a socket moed binds itself (empty: moed's group)"},
+    {"engine", ST_ENUM, F(engine), "vulkan", 0, 0, engines,
+     "forward pass: vulkan (the GPU engine) or reference (the CPU oracle: slow, small models "
+     "only, for checking)"},
     {"device", ST_STR, F(device), "", 0, 0, NULL,
      "Vulkan device: index, name substring or UUID (empty: discrete, then integrated, then CPU)"},
     {"gpu-cache", ST_SIZE, F(gpu_cache), "0", 0, 1ull << 50, NULL,
-     "GPU memory for the expert cache, bytes with K/M/G suffix (0: 60% of what is free)"},
+     "GPU memory for the expert cache, bytes with K/M/G suffix (0: every expert if they "
+     "fit the device memory left after the resident weights, else what fits)"},
     {"host-cache", ST_SIZE, F(host_cache), "0", 0, 1ull << 50, NULL,
      "host RAM for the second expert cache tier (0: no host tier)"},
     {"ctx", ST_U32, F(ctx), "4096", 16, 1u << 20, NULL,
@@ -84,7 +89,8 @@ static const setting_def_t defs[] = {
     {"chat-template", ST_STR, F(chat_template), "", 0, 0, NULL,
      "force a chat template family (chatml, llama3, mistral, ...; empty: detect)"},
     {"vk-validation", ST_BOOL, F(vk_validation), "no", 0, 0, NULL,
-     "enable the Vulkan validation layers (debugging)"},
+     "enable the Vulkan validation layers (debugging; MOE_VK_VALIDATION=1 in the environment "
+     "also does)"},
 };
 #undef F
 #define N_DEFS (sizeof(defs) / sizeof(defs[0]))

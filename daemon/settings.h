@@ -18,6 +18,11 @@ enum settings_log_level {
     SETTINGS_LOG_DEBUG = 7,
 };
 
+enum settings_engine {
+    SETTINGS_ENGINE_VULKAN = 0,
+    SETTINGS_ENGINE_REFERENCE = 1,
+};
+
 #define SETTINGS_MAX_LIST 32
 
 typedef struct settings {
@@ -25,6 +30,7 @@ typedef struct settings {
     char *socket;         /* socket path moed binds when not socket-activated */
     uint32_t socket_mode; /* permission bits of a socket moed binds */
     char *socket_group;   /* group of a socket moed binds ("" keeps moed's own) */
+    uint32_t engine;      /* enum settings_engine */
     char *device;         /* Vulkan device: index, name substring or UUID; "" = auto */
     uint64_t gpu_cache;   /* bytes of GPU memory for the expert cache; 0 = auto */
     uint64_t host_cache;  /* bytes of host RAM for the second cache tier; 0 = none */

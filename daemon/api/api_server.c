@@ -231,7 +231,7 @@ static enum MHD_Result serve_health(api_server_t *s, struct MHD_Connection *c)
 {
     char extra[1024] = "", body[1536];
     bool ready = atomic_load(&s->ready);
-    if (ready && s->cfg.ops.health)
+    if (s->cfg.ops.health) /* while loading too: how far it is */
         s->cfg.ops.health(s->cfg.ops.userdata, extra, sizeof(extra));
     char model[512];
     json_escape(model, sizeof(model), s->cfg.model_id);

@@ -28,7 +28,8 @@ typedef struct api_ops {
     void *userdata;
     /* Extra text appended to /metrics (engine and cache figures); may be NULL. */
     void (*metrics)(void *userdata, char *buf, size_t len);
-    /* Extra JSON members for /health, e.g. "\"device\":\"...\"" (no braces); may be NULL. */
+    /* Extra JSON members for /health, e.g. "\"device\":\"...\"" (no braces), also while
+     * loading (the progress); may be NULL. */
     void (*health)(void *userdata, char *buf, size_t len);
 } api_ops_t;
 

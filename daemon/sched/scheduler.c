@@ -9,8 +9,10 @@
  * waiting request whose uid has the fewest active sequences first (ties: oldest), so one
  * client with many requests cannot starve the others; (2) builds one batch: every decoding
  * sequence contributes its last token, every prefilling sequence up to prefill_chunk prompt
- * tokens (logits only for the last prompt token); (3) runs engine_step; (4) samples,
- * detokenizes and checks stop conditions per sequence, posting events.
+ * tokens (logits only for the last prompt token), within max_batch entries; (3) runs
+ * engine_step, and when it fails runs each of its sequences again alone, so an I/O error or
+ * a full device ends only the requests that meet it (with the error) and the others go on;
+ * (4) samples, detokenizes and checks stop conditions per sequence, posting events.
  *
  * Request states (s->lock): QUEUED -(admit)-> ACTIVE -(finish/fail/cancel)-> ENDED.
  * References: the HTTP side holds one until sched_req_release; the scheduler holds one while
@@ -59,6 +61,13 @@ struct sched_req {
     sampler_stop_t *stop;
 };
 
+/* One sequence's entries in the step and its logits row (-1: none this step). */
+typedef struct batch_span {
+    uint32_t first, n;
+    int32_t row;
+    int err;                /* after the step: 0, or why this sequence failed */
+} batch_span_t;
+
 struct sched {
     sched_config_t cfg;
     pthread_mutex_t lock;
@@ -76,6 +85,7 @@ struct sched {
     struct { uid_t uid; uint64_t tick; } recent[64]; /* when each uid was last admitted */
     sched_stats_t stats;
     /* engine thread only */
+    batch_span_t *span;     /* [parallel]: each active slot's part of the step */
     engine_entry_t *entries;
     float *logits;
     size_t max_entries;
@@ -160,7 +170,10 @@ static void end_locked(sched_t *s, uint32_t slot, sched_event_t *final)
 
 static void fail_locked(sched_t *s, uint32_t slot, int err, const char *msg)
 {
-    sched_event_t ev = {.kind = SCHED_EV_ERROR, .error = err};
+    sched_req_t *r = s->active[slot];
+    sched_event_t ev = {.kind = SCHED_EV_ERROR, .error = err,
+                        .prompt_tokens = (uint32_t)r->n_prompt,
+                        .completion_tokens = r->generated}; /* for the request log */
     snprintf(ev.message, sizeof(ev.message), "%s", msg);
     end_locked(s, slot, &ev);
 }
@@ -320,12 +333,85 @@ static int emit_token_locked(sched_t *s, sched_req_t *r, const sampler_result_t 
     return fin;
 }
 
+/* Builds the step's batch (lock held): one decode entry per decoding sequence, then prompt
+ * chunks of the prefilling ones within what is left of max_batch. Each slot's entries are
+ * contiguous (span) so a failed step can be rerun one sequence at a time. Returns the
+ * number of entries. */
+static size_t batch_build_locked(sched_t *s)
+{
+    size_t n = 0;
+    uint32_t rows = 0, decoding = 0;
+    for (uint32_t i = 0; i < s->n_active; i++)
+        decoding += s->active[i]->fed == s->active[i]->n_prompt;
+    size_t prefill_left = s->max_entries - decoding;
+    for (uint32_t i = 0; i < s->n_active; i++) {
+        sched_req_t *r = s->active[i];
+        batch_span_t *sp = &s->span[i];
+        *sp = (batch_span_t){.first = (uint32_t)n, .row = -1};
+        if (r->fed < r->n_prompt) {
+            size_t take = r->n_prompt - r->fed;
+            if (take > s->cfg.prefill_chunk)
+                take = s->cfg.prefill_chunk;
+            if (take > prefill_left)
+                take = prefill_left;
+            prefill_left -= take;
+            for (size_t k = 0; k < take; k++, n++) {
+                s->entries[n] = (engine_entry_t){.seq = r->seq,
+                                                 .token = r->prompt[r->fed + k],
+                                                 .pos = (uint32_t)(r->fed + k),
+                                                 .logits = r->fed + k + 1 == r->n_prompt};
+            }
+            r->fed += take;
+            if (take && r->fed == r->n_prompt)
+                sp->row = (int32_t)rows++;
+        } else {
+            s->entries[n++] = (engine_entry_t){.seq = r->seq,
+                                               .token = r->last,
+                                               .pos = (uint32_t)(r->n_prompt + r->generated - 1),
+                                               .logits = true};
+            sp->row = (int32_t)rows++;
+        }
+        sp->n = (uint32_t)(n - sp->first);
+    }
+    return n;
+}
+
+/* The step failed: which of its sequences did? Each is run again alone (its positions
+ * again: an engine cuts a sequence fed a position it already has), so a read error or a
+ * full device fails the requests that meet it and the others go on. A step of one sequence
+ * has nothing to separate. Engine thread, lock not held. */
+static void batch_isolate(sched_t *s, uint32_t n_active, int rc)
+{
+    engine_t *e = s->cfg.engine;
+    uint32_t in_step = 0;
+    for (uint32_t i = 0; i < n_active; i++)
+        in_step += s->span[i].n > 0;
+    for (uint32_t i = 0; i < n_active; i++) {
+        batch_span_t *sp = &s->span[i];
+        if (!sp->n)
+            continue;
+        if (in_step == 1) {
+            sp->err = rc;
+            continue;
+        }
+        float *lg = s->logits + (size_t)(sp->row >= 0 ? sp->row : 0) * e->n_vocab;
+        sp->err = engine_step(e, s->entries + sp->first, sp->n, lg);
+    }
+}
+
+static const char *step_error_message(int err)
+{
+    switch (err) {
+    case -ENOMEM: return "out of memory during the forward pass";
+    case -EIO: return "the forward pass failed: an expert read or the device failed";
+    case -ENODATA: return "the forward pass failed: the model file is shorter than it was";
+    default: return "the forward pass failed";
+    }
+}
+
 static void engine_turn(sched_t *s)
 {
     engine_t *e = s->cfg.engine;
-    size_t n = 0;
-    uint32_t want[256]; /* slot of each logits row, in order */
-    size_t n_logits = 0;
 
     pthread_mutex_lock(&s->lock);
     admit_locked(s);
@@ -337,50 +423,34 @@ static void engine_turn(sched_t *s)
         }
         i++;
     }
-    for (uint32_t i = 0; i < s->n_active; i++) {
-        sched_req_t *r = s->active[i];
-        if (r->fed < r->n_prompt) {
-            size_t take = r->n_prompt - r->fed;
-            if (take > s->cfg.prefill_chunk)
-                take = s->cfg.prefill_chunk;
-            for (size_t k = 0; k < take; k++, n++) {
-                s->entries[n] = (engine_entry_t){.seq = r->seq,
-                                                 .token = r->prompt[r->fed + k],
-                                                 .pos = (uint32_t)(r->fed + k),
-                                                 .logits = r->fed + k + 1 == r->n_prompt};
-            }
-            r->fed += take;
-            if (r->fed == r->n_prompt)
-                want[n_logits++] = i;
-        } else {
-            s->entries[n++] = (engine_entry_t){.seq = r->seq,
-                                               .token = r->last,
-                                               .pos = (uint32_t)(r->n_prompt + r->generated - 1),
-                                               .logits = true};
-            want[n_logits++] = i;
-        }
-    }
+    size_t n = batch_build_locked(s);
+    /* Only this thread changes `active`; HTTP threads set flags and queue. */
+    uint32_t n_active = s->n_active;
     pthread_mutex_unlock(&s->lock);
     if (!n)
         return;
 
+    for (uint32_t i = 0; i < n_active; i++)
+        s->span[i].err = 0;
     int rc = engine_step(e, s->entries, n, s->logits);
+    if (rc < 0)
+        batch_isolate(s, n_active, rc);
+    engine_stats_t es;
+    engine_stats(e, &es);
 
     pthread_mutex_lock(&s->lock);
-    if (rc < 0) {
-        /* The step's sequences are lost; each request fails alone, the daemon goes on. */
-        while (s->n_active)
-            fail_locked(s, 0, rc, rc == -ENOMEM ? "out of memory during the forward pass"
-                                                : "the forward pass failed (I/O or device)");
-        pthread_mutex_unlock(&s->lock);
-        return;
-    }
-    /* Walk the logits rows back to front so removing a slot (swap with the last) never
-     * moves a slot we have yet to visit. */
-    for (size_t w = n_logits; w-- > 0;) {
-        uint32_t slot = want[w];
+    s->stats.engine = es;
+    /* Back to front: ending a slot moves the last one into it, which is already done. */
+    for (uint32_t slot = n_active; slot-- > 0;) {
+        batch_span_t *sp = &s->span[slot];
         sched_req_t *r = s->active[slot];
-        const float *lg = s->logits + w * e->n_vocab;
+        if (sp->err < 0) {
+            fail_locked(s, slot, sp->err, step_error_message(sp->err));
+            continue;
+        }
+        if (sp->row < 0)
+            continue;
+        const float *lg = s->logits + (size_t)sp->row * e->n_vocab;
         sampler_result_t res;
         if (sampler_sample(r->sampler, lg, &res) < 0) {
             fail_locked(s, slot, -EIO, "the model produced no usable logits (NaN)");
@@ -435,7 +505,8 @@ static void *engine_loop(void *arg)
 int sched_new(const sched_config_t *cfg, sched_t **ret)
 {
     if (!cfg->engine || !cfg->tok || !cfg->parallel || cfg->parallel > cfg->engine->n_seq_max ||
-        !cfg->queue_max || cfg->parallel > 256)
+        !cfg->queue_max || cfg->parallel > 256 ||
+        (cfg->max_batch && cfg->max_batch < cfg->parallel))
         return -EINVAL;
     sched_t *s = calloc(1, sizeof(*s));
     if (!s)
@@ -443,13 +514,16 @@ int sched_new(const sched_config_t *cfg, sched_t **ret)
     s->cfg = *cfg;
     if (!s->cfg.prefill_chunk)
         s->cfg.prefill_chunk = 64;
-    s->max_entries = (size_t)cfg->parallel * s->cfg.prefill_chunk;
+    s->max_entries = s->cfg.max_batch ? s->cfg.max_batch
+                                      : (size_t)cfg->parallel * s->cfg.prefill_chunk;
     s->active = calloc(cfg->parallel, sizeof(*s->active));
+    s->span = calloc(cfg->parallel, sizeof(*s->span));
     s->entries = calloc(s->max_entries, sizeof(*s->entries));
     s->logits = malloc((size_t)cfg->parallel * cfg->engine->n_vocab * sizeof(float));
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->wake, NULL);
-    if (!s->active || !s->entries || !s->logits ||
+    engine_stats(cfg->engine, &s->stats.engine); /* before the engine thread exists */
+    if (!s->active || !s->span || !s->entries || !s->logits ||
         pthread_create(&s->thread, NULL, engine_loop, s) != 0) {
         sched_free(s);
         return -ENOMEM;
@@ -488,6 +562,7 @@ sched_t *sched_free(sched_t *s)
     pthread_mutex_destroy(&s->lock);
     free(s->logits);
     free(s->entries);
+    free(s->span);
     free(s->active);
     free(s);
     return NULL;

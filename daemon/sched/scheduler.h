@@ -67,6 +67,9 @@ typedef struct sched_stats {
     uint64_t requests_done, requests_failed, requests_cancelled;
     uint64_t prompt_tokens, completion_tokens;
     uint32_t queued, active;
+    /* The engine's figures as of its last step, taken by the engine thread (the engine is
+     * not thread-safe, so other threads read them here). */
+    engine_stats_t engine;
 } sched_stats_t;
 
 typedef struct sched sched_t;
@@ -77,7 +80,9 @@ typedef struct sched_config {
     const tokenizer_t *tok;    /* shared, immutable */
     uint32_t queue_max;        /* waiting requests; more get -EAGAIN */
     uint32_t parallel;         /* active sequences (<= engine->n_seq_max) */
-    uint32_t prefill_chunk;    /* max prompt tokens of one sequence per step */
+    uint32_t prefill_chunk;    /* max prompt tokens of one sequence per step; 0: 64 */
+    uint32_t max_batch;        /* entries per step at most (the engine's batch limit), at
+                                * least parallel; 0: parallel * prefill_chunk */
     /* Called by the engine thread after each step that made progress (watchdog). */
     void (*progress)(void *userdata);
     void *userdata;

@@ -1,7 +1,8 @@
 /* The scheduler against a scripted engine: fair admission per uid, continuous batching,
- * cancellation freeing sequences, an engine error failing only that step's requests, the
- * queue bound. The engine's logits always pick the token "a" (so text is predictable) and
- * it records what it was asked to run. Uses the gpt-2 vocabulary of the shared data. */
+ * cancellation freeing sequences, an engine error failing only the requests that meet it
+ * (the others of the step go on), the batch bound, the queue bound. The engine's logits
+ * always pick the token "a" (so text is predictable) and it records what it was asked to
+ * run. Uses the gpt-2 vocabulary of the shared data. */
 #include <check.h>
 #include <errno.h>
 #include <pthread.h>
@@ -20,6 +21,9 @@ typedef struct fake {
     pthread_cond_t cond;
     bool hold;          /* step waits while set */
     int fail_next;      /* the next step returns this error */
+    int32_t poison;     /* a step with an entry of this token fails with poison_err */
+    int poison_err;
+    size_t max_entries; /* most entries in one step */
     bool used[64];
     int32_t admitted[64]; /* first prompt token of each new sequence, in order */
     int n_admitted;
@@ -55,7 +59,11 @@ static int f_step(engine_t *e, const engine_entry_t *en, size_t n, float *logits
     f->fail_next = 0;
     bool seen[64] = {0};
     size_t seqs = 0, out = 0;
+    if (n > f->max_entries)
+        f->max_entries = n;
     for (size_t i = 0; i < n; i++) {
+        if (f->poison && en[i].token == f->poison)
+            fail = f->poison_err;
         if (f->fresh[en[i].seq]) {
             f->fresh[en[i].seq] = false;
             f->admitted[f->n_admitted++] = en[i].token;
@@ -92,6 +100,7 @@ static gguf_t *g;
 static tokenizer_t *tok;
 static fake_t fk;
 static sched_t *sched;
+static uint32_t max_batch; /* sched_config_t.max_batch of the next setup() */
 
 static void setup(uint32_t parallel, uint32_t queue)
 {
@@ -107,13 +116,14 @@ static void setup(uint32_t parallel, uint32_t queue)
                          .n_seq_max = parallel};
     ck_assert_int_eq(tokenizer_encode(tok, "a", 1, 0, &fk.tok_a, 1), 1);
     sched_config_t c = {.engine = &fk.base, .tok = tok, .queue_max = queue,
-                        .parallel = parallel};
+                        .parallel = parallel, .max_batch = max_batch};
     ck_assert_int_eq(sched_new(&c, &sched), 0);
 }
 
 static void teardown(void)
 {
     sched = sched_free(sched);
+    max_batch = 0;
     tok = tokenizer_free(tok);
     g = gguf_free(g);
 }
@@ -274,6 +284,98 @@ START_TEST(an_engine_error_fails_that_step_only)
 }
 END_TEST
 
+/* The step of three sequences fails because of one of them: that one ends with the error,
+ * the other two are rerun alone and finish, and every sequence is freed. */
+START_TEST(a_failed_step_ends_only_the_sequence_that_fails)
+{
+    setup(3, 8);
+    hold(true);
+    sched_params_t sp = params(4);
+    int32_t pa[2] = {70, 71}, pb[2] = {72, 73}, pc[2] = {74, 75};
+    sched_req_t *a, *b, *c;
+    fk.poison = 73;
+    fk.poison_err = -EIO;
+    ck_assert_int_eq(sched_submit(sched, pa, 2, &sp, 1, &a), 0);
+    ck_assert_int_eq(sched_submit(sched, pb, 2, &sp, 2, &b), 0);
+    ck_assert_int_eq(sched_submit(sched, pc, 2, &sp, 3, &c), 0);
+    hold(false);
+    char text[64];
+    sched_event_t ev = finish(b, NULL, 0);
+    ck_assert_int_eq(ev.kind, SCHED_EV_ERROR);
+    ck_assert_int_eq(ev.error, -EIO);
+    ck_assert(strlen(ev.message) > 0);
+    ev = finish(a, text, sizeof(text));
+    ck_assert_int_eq(ev.kind, SCHED_EV_DONE);
+    ck_assert_uint_eq(ev.completion_tokens, 4);
+    ck_assert_str_eq(text, "aaaa");
+    ev = finish(c, text, sizeof(text));
+    ck_assert_int_eq(ev.kind, SCHED_EV_DONE);
+    ck_assert_str_eq(text, "aaaa");
+    ck_assert_uint_eq(fk.max_batch_seqs, 3); /* they did share the failed step */
+    sched_req_release(a);
+    sched_req_release(b);
+    sched_req_release(c);
+    sched_stats_t st;
+    sched_get_stats(sched, &st);
+    ck_assert_uint_eq(st.requests_failed, 1);
+    ck_assert_uint_eq(st.requests_done, 2);
+    ck_assert_uint_eq(st.active, 0);
+    for (int i = 0; i < 3; i++)
+        ck_assert(!fk.used[i]);
+    teardown();
+}
+END_TEST
+
+/* Out of memory in a step of one sequence: the request gets -ENOMEM (moed's 503). */
+START_TEST(out_of_memory_in_a_step_fails_the_request_with_enomem)
+{
+    setup(2, 8);
+    sched_params_t sp = params(4);
+    int32_t t = 80;
+    sched_req_t *r;
+    fk.poison = 80;
+    fk.poison_err = -ENOMEM;
+    ck_assert_int_eq(sched_submit(sched, &t, 1, &sp, 1, &r), 0);
+    sched_event_t ev = finish(r, NULL, 0);
+    ck_assert_int_eq(ev.kind, SCHED_EV_ERROR);
+    ck_assert_int_eq(ev.error, -ENOMEM);
+    sched_req_release(r);
+    fk.poison = 0;
+    ck_assert_int_eq(sched_submit(sched, &t, 1, &sp, 1, &r), 0);
+    ck_assert_int_eq(finish(r, NULL, 0).kind, SCHED_EV_DONE);
+    sched_req_release(r);
+    teardown();
+}
+END_TEST
+
+/* Long prompts are fed in chunks that keep every step within max_batch entries. */
+START_TEST(steps_never_exceed_max_batch)
+{
+    max_batch = 8;
+    setup(2, 8);
+    hold(true);
+    sched_params_t sp = params(3);
+    int32_t p[20];
+    for (int i = 0; i < 20; i++)
+        p[i] = 100 + i;
+    sched_req_t *a, *b;
+    ck_assert_int_eq(sched_submit(sched, p, 20, &sp, 1, &a), 0);
+    ck_assert_int_eq(sched_submit(sched, p, 13, &sp, 2, &b), 0);
+    hold(false);
+    sched_event_t ev = finish(a, NULL, 0);
+    ck_assert_int_eq(ev.kind, SCHED_EV_DONE);
+    ck_assert_uint_eq(ev.completion_tokens, 3);
+    ev = finish(b, NULL, 0);
+    ck_assert_int_eq(ev.kind, SCHED_EV_DONE);
+    ck_assert_uint_eq(ev.prompt_tokens, 13);
+    ck_assert_uint_eq(ev.completion_tokens, 3);
+    ck_assert_uint_le(fk.max_entries, 8);
+    sched_req_release(a);
+    sched_req_release(b);
+    teardown();
+}
+END_TEST
+
 START_TEST(a_full_queue_refuses_and_bad_prompts_are_refused)
 {
     setup(1, 2);
@@ -321,6 +423,9 @@ int main(void)
     tcase_add_test(tc, batches_every_active_sequence_in_one_step);
     tcase_add_test(tc, cancel_ends_queued_and_active_requests_and_frees_their_sequences);
     tcase_add_test(tc, an_engine_error_fails_that_step_only);
+    tcase_add_test(tc, a_failed_step_ends_only_the_sequence_that_fails);
+    tcase_add_test(tc, out_of_memory_in_a_step_fails_the_request_with_enomem);
+    tcase_add_test(tc, steps_never_exceed_max_batch);
     tcase_add_test(tc, a_full_queue_refuses_and_bad_prompts_are_refused);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
