@@ -15,6 +15,7 @@ static const struct {
     {"io", moe_bench_io, "expert reads vs fio on the same file"},
     {"cache", moe_bench_cache, "cache policies vs Belady's optimum on a routing trace"},
     {"tokenize", moe_bench_tokenize, "tokenizer throughput"},
+    {"decode", moe_bench_decode, "engine decode/prefill tokens/s vs min(compute, I/O) bound"},
 };
 
 int moe_cmd_bench(int argc, char **argv)
@@ -28,5 +29,6 @@ int moe_cmd_bench(int argc, char **argv)
     fprintf(f, "usage: moe bench NAME [ARGS...] [--json]\n\nbenchmarks:\n");
     for (size_t i = 0; i < sizeof(benches) / sizeof(benches[0]); i++)
         fprintf(f, "  %-9s %s\n", benches[i].name, benches[i].help);
+    fprintf(f, "\n`moe bench NAME --help` gives a benchmark's options and its JSON fields.\n");
     return f == stdout ? 0 : 2;
 }

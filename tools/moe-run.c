@@ -3,10 +3,13 @@
  * one object with the chosen id and the five highest logits of every generated position
  * (the format tests compare the engine and the reference with).
  *
- * Three parts that do not know each other: the backend (a forward function that turns a
- * token at a position into logits: the CPU reference today, the Vulkan engine later), the
- * generation loop (prefill, then pick, report, feed back; greedy or seeded sampling, stop at
- * end of generation), and the front (arguments, tokenizer, printing). */
+ * Three parts that do not know each other: the engine (the seam of engine.h: the Vulkan
+ * engine by default, the CPU reference with --engine reference, driven the way the daemon's
+ * scheduler drives it: the prompt in one step per n_batch entries with logits only for its
+ * last entry, then one entry per decode step), the generation loop (prefill, then pick,
+ * report, feed back; greedy or seeded sampling, stop at end of generation), and the front
+ * (arguments, tokenizer, printing). The engine's flags and its opening (with a load
+ * progress bar) are shared with `moe bench decode` through moe.h. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -16,28 +19,139 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "engine/engine.h"
 #include "model/gguf.h"
 #include "model/model.h"
 #include "moe.h"
 #include "ref_forward.h"
+#include "settings.h"
 #include "text/tokenizer.h"
 
 #define RUN_MAX_PROMPT 65536
 #define RUN_MAX_GEN    (1u << 20)
+#define RUN_MAX_BATCH  512 /* prompt entries per engine step; longer prompts take more steps */
 
-/* ---- backend ---- */
-
-/* Whatever computes logits[n_vocab] for token at pos; positions come in order from 0. */
-typedef struct run_backend {
-    void *ctx;
-    uint32_t n_vocab;
-    int (*forward)(void *ctx, int32_t token, int32_t pos, float *logits);
-} run_backend_t;
-
-static int ref_backend_forward(void *ctx, int32_t token, int32_t pos, float *logits)
+static double now_s(void)
 {
-    return ref_forward(ctx, token, pos, logits);
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- the engine: flags, progress bar, opening ---- */
+
+int moe_engine_opts_init(moe_engine_opts_t *o)
+{
+    *o = (moe_engine_opts_t){.bar = {.on = isatty(STDERR_FILENO) == 1, .shown = -1}};
+    return settings_init(&o->st);
+}
+
+void moe_engine_opts_clear(moe_engine_opts_t *o)
+{
+    settings_clear(&o->st);
+}
+
+int moe_engine_opt(moe_engine_opts_t *o, const char *name, const char *value, char *err,
+                   size_t errlen)
+{
+    if (!strcmp(name, "no-prefetch"))
+        return settings_set(&o->st, "prefetch", "no", err, errlen);
+    o->ctx_set |= !strcmp(name, "ctx");
+    o->cache_dir_set |= !strcmp(name, "cache-dir");
+    return settings_set(&o->st, name, value, err, errlen);
+}
+
+int moe_engine_check(engine_t *e, const char *who)
+{
+    char last[512] = "";
+    uint64_t n;
+
+    if (strcmp(e->vt->name, "vulkan") != 0) /* the reference has no validation layer */
+        return 0;
+    n = engine_vk_validation_messages(e, last, sizeof(last));
+    if (n == 0)
+        return 0;
+    fprintf(stderr, "%s: %" PRIu64 " Vulkan validation messages; the last: %s\n", who, n, last);
+    return -EPROTO;
+}
+
+void moe_engine_usage(FILE *f, bool reference, const char *ctx_default)
+{
+    if (reference)
+        fprintf(f, "  --engine E          vulkan (default) or reference (the CPU reference in\n"
+                   "                      float32: small models, for checking)\n");
+    fprintf(f,
+            "  --device X          Vulkan device: index, UUID or name substring (default:\n"
+            "                      discrete, then integrated, then CPU)\n"
+            "  --gpu-cache BYTES   GPU memory for experts, K/M/G suffixes (default 0: every\n"
+            "                      expert if they fit, else what fits)\n"
+            "  --host-cache BYTES  host RAM for the second expert tier (default 0: none)\n"
+            "  --ctx N             positions per sequence (default: %s)\n"
+            "  --no-prefetch       do not read the next layer's likely experts ahead\n"
+            "  --cache-policy P    expert eviction: lru or lfru (default, frequency-aware)\n"
+            "  --io-depth N        expert reads in flight (default 64)\n"
+            "  --cache-dir DIR     keep the Vulkan pipeline cache in DIR (default: none)\n"
+            "  (these mean what the same settings of moed.conf(5) mean)\n",
+            ctx_default);
+}
+
+/* Draws "loading  42% [############                  ] 120.3/286.0 MiB 1.2 s" over itself,
+ * at most ten times a second (and always the end): a terminal is slow to scroll. */
+static void progress_draw(void *userdata, uint64_t done, uint64_t total)
+{
+    moe_progress_t *b = userdata;
+    const int width = 30;
+    int permille = total && done < total ? (int)(done * 1000 / total) : 1000;
+    double t = now_s();
+    char bar[32];
+
+    if (permille == b->shown || (permille < 1000 && b->shown >= 0 && t - b->t_drawn < 0.1))
+        return;
+    b->shown = permille;
+    b->t_drawn = t;
+    for (int i = 0; i < width; i++)
+        bar[i] = i < permille * width / 1000 ? '#' : ' ';
+    bar[width] = '\0';
+    fprintf(stderr, "\rmoe: loading %3d%% [%s] %.1f/%.1f MiB %.1f s", permille / 10, bar,
+            (double)done / 1048576.0, (double)total / 1048576.0, t - b->t0);
+    fflush(stderr);
+}
+
+int moe_engine_open(moe_engine_opts_t *o, const model_t *m, const char *path, uint32_t n_ctx,
+                    uint32_t n_seq, uint32_t n_batch, uint64_t gpu_cache, engine_t **ret, char *err,
+                    size_t errlen)
+{
+    if (o->st.engine == SETTINGS_ENGINE_REFERENCE)
+        return engine_ref_new(m, path, n_ctx, n_seq, ret, err, errlen);
+    const engine_vk_config_t cfg = {
+        .model = m,
+        .path = path,
+        .device = o->st.device,
+        .cache_dir = o->cache_dir_set ? o->st.cache_dir : NULL,
+        .validation = -1,
+        .n_ctx = n_ctx,
+        .n_seq_max = n_seq,
+        .n_batch = n_batch,
+        .gpu_cache_bytes = gpu_cache != UINT64_MAX ? gpu_cache : o->st.gpu_cache,
+        .host_cache_bytes = o->st.host_cache,
+        .policy = (int)o->st.cache_policy,
+        .io_depth = o->st.io_depth,
+        .io_backend = (int)o->st.io_backend,
+        .io_buffered = !o->st.io_direct,
+        .no_prefetch = !o->st.prefetch,
+        .progress = o->bar.on ? progress_draw : NULL,
+        .progress_userdata = &o->bar,
+    };
+    o->bar.shown = -1;
+    o->bar.t0 = now_s();
+    int r = engine_vk_new(&cfg, ret, err, errlen);
+    if (o->bar.shown >= 0) /* end the bar's line; later draws (none expected) start afresh */
+        fputc('\n', stderr);
+    o->bar.shown = -1;
+    return r;
 }
 
 /* ---- sampler ---- */
@@ -85,45 +199,49 @@ typedef struct run_stats {
 /* Called with each generated step; returning < 0 stops the loop with that error. */
 typedef int (*run_emit_fn)(void *userdata, const ref_step_t *step);
 
-static double now_s(void)
+/* Prefills prompt into sequence seq of e, then generates up to n_gen tokens into steps
+ * (n_gen entries), stopping after an end-of-generation token when tok is given. The prompt
+ * goes in steps of up to n_batch entries; only its last entry asks for logits (the
+ * scheduler's convention). *ret_n: steps written. */
+static int run_generate(engine_t *e, uint32_t seq, const int32_t *prompt, size_t n_prompt,
+                        size_t n_batch, size_t n_gen, run_sampler_t *sm, const tokenizer_t *tok,
+                        run_emit_fn emit, void *userdata, ref_step_t *steps, size_t *ret_n,
+                        run_stats_t *stats)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* Prefills prompt, then generates up to n_gen tokens into steps (n_gen entries), stopping
- * after an end-of-generation token when tok is given. *ret_n: steps written. */
-static int run_generate(const run_backend_t *be, const int32_t *prompt, size_t n_prompt,
-                        size_t n_gen, run_sampler_t *sm, const tokenizer_t *tok, run_emit_fn emit,
-                        void *userdata, ref_step_t *steps, size_t *ret_n, run_stats_t *stats)
-{
-    float *logits = malloc((size_t)be->n_vocab * sizeof(float));
+    float *logits = malloc((size_t)e->n_vocab * sizeof(float));
+    engine_entry_t *en = calloc(n_batch, sizeof(*en));
     size_t n = 0;
     double t0 = now_s(), t1;
-    int r = 0;
+    int r = logits && en ? 0 : -ENOMEM;
 
-    if (!logits)
-        return -ENOMEM;
-    // prefill, one token at a time (the reference has no batched path)
-    for (size_t p = 0; p < n_prompt && r == 0; p++)
-        r = be->forward(be->ctx, prompt[p], (int32_t)p, logits);
+    // prefill: the prompt in batches, logits for its last position only
+    for (size_t p = 0; p < n_prompt && r == 0;) {
+        size_t k = n_prompt - p < n_batch ? n_prompt - p : n_batch;
+
+        for (size_t i = 0; i < k; i++, p++)
+            en[i] = (engine_entry_t){
+                .seq = seq, .token = prompt[p], .pos = (uint32_t)p, .logits = p + 1 == n_prompt};
+        r = engine_step(e, en, k, logits);
+    }
     t1 = now_s();
-    // decode: pick from the last logits, report, feed back
+    // decode: pick from the last logits, report, feed back one entry per step
     while (r == 0 && n < n_gen) {
         ref_step_t *st = &steps[n];
 
-        ref_top_k(logits, be->n_vocab, REF_TOPK, st->top_id, st->top_logit);
-        st->id = sample(sm, logits, be->n_vocab, st->top_id[0]);
+        ref_top_k(logits, e->n_vocab, REF_TOPK, st->top_id, st->top_logit);
+        st->id = sample(sm, logits, e->n_vocab, st->top_id[0]);
         n++;
         if (emit && (r = emit(userdata, st)) < 0)
             break;
         if (tok && tokenizer_is_eog(tok, st->id))
             break;
-        if (n < n_gen)
-            r = be->forward(be->ctx, st->id, (int32_t)(n_prompt + n - 1), logits);
+        if (n < n_gen) {
+            en[0] = (engine_entry_t){
+                .seq = seq, .token = st->id, .pos = (uint32_t)(n_prompt + n - 1), .logits = true};
+            r = engine_step(e, en, 1, logits);
+        }
     }
+    free(en);
     free(logits);
     stats->prefill_s = t1 - t0;
     stats->decode_s = now_s() - t1;
@@ -144,14 +262,17 @@ typedef struct run_opts {
     bool ignore_eos;
     float temp;
     uint64_t seed;
+    moe_engine_opts_t eng;
 } run_opts_t;
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: moe run --model FILE (--prompt TEXT | --prompt-ids 1,2,3) -n N [OPTIONS]\n"
                "\n"
-               "Generates N tokens from the prompt on the CPU reference (the Vulkan engine will\n"
-               "replace it) and streams the text, then prints tokens/s on stderr.\n"
+               "Generates N tokens from the prompt on the Vulkan engine (experts streamed from\n"
+               "the file on demand) and streams the text, then prints tokens/s and the expert\n"
+               "cache's figures on stderr. While the resident weights load, a progress bar is\n"
+               "drawn when stderr is a terminal.\n"
                "\n"
                "  --model FILE        GGUF model\n"
                "  --prompt TEXT       prompt text, through the model's tokenizer (a BOS only when\n"
@@ -164,8 +285,12 @@ static void usage(FILE *f)
                "{\"prompt_ids\":[...],\"steps\":[{\"id\":ID,\"top5\":[[ID,LOGIT],...]},...]}\n"
                "  --temp T            sample from softmax(logits / T); 0 (default) is greedy\n"
                "  --seed S            sampler seed (default 0)\n"
-               "  --ignore-eos        do not stop at end-of-generation tokens\n"
-               "  -h, --help          this text\n");
+               "  --ignore-eos        do not stop at end-of-generation tokens\n");
+    moe_engine_usage(f, true, "the prompt's length + N");
+    fprintf(f, "  -h, --help          this text\n"
+               "\n"
+               "With MOE_VK_VALIDATION=1 in the environment the Vulkan validation layer is on and\n"
+               "any message it gives fails the run (exit status 1).\n");
 }
 
 /* A decimal unsigned integer in [0, max], digits only (no sign, no blanks). */
@@ -235,15 +360,23 @@ static int parse_args(int argc, char **argv, run_opts_t *o)
         {"seed", required_argument, NULL, OPT_SEED},
         {"ignore-eos", no_argument, NULL, OPT_IGNORE_EOS},
         {"help", no_argument, NULL, 'h'},
+        MOE_ENGINE_LONGOPTS,
         {0},
     };
     bool have_n = false;
+    char err[256];
     uint64_t v;
-    int c;
+    int c, idx = 0;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "m:n:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:n:h", longopts, &idx)) != -1) {
         switch (c) {
+        case MOE_OPT_ENGINE:
+            if (moe_engine_opt(&o->eng, longopts[idx].name, optarg, err, sizeof(err)) < 0) {
+                fprintf(stderr, "moe run: %s\n", err);
+                return -EINVAL;
+            }
+            break;
         case 'm':
             o->model = optarg;
             break;
@@ -383,14 +516,53 @@ static int prepare_prompt(const run_opts_t *o, const gguf_t *g, const model_t *m
     return 0;
 }
 
-static void print_stats(const run_stats_t *st)
+/* Tokens/s of both phases, and for the Vulkan engine what the expert cache did. */
+static void print_stats(const run_stats_t *st, engine_t *e)
 {
+    engine_stats_t es;
+
     fprintf(stderr,
             "moe run: prompt %zu tokens in %.3f s (%.2f tokens/s), generated %zu tokens in "
-            "%.3f s (%.2f tokens/s) [cpu reference]\n",
+            "%.3f s (%.2f tokens/s) [%s]\n",
             st->n_prompt, st->prefill_s,
             st->prefill_s > 0 ? (double)st->n_prompt / st->prefill_s : 0.0, st->n_gen, st->decode_s,
-            st->decode_s > 0 ? (double)st->n_gen / st->decode_s : 0.0);
+            st->decode_s > 0 ? (double)st->n_gen / st->decode_s : 0.0, e->device);
+    engine_stats(e, &es);
+    if (es.expert_hits + es.expert_misses == 0)
+        return;
+    fprintf(stderr,
+            "moe run: experts: %.1f%% hits (%" PRIu64 " of %" PRIu64 "), %" PRIu64
+            " from the host tier, %.1f MiB streamed, prefetch %" PRIu64 " issued, %" PRIu64
+            " used, %" PRIu64 " waves; waited %.3f s for reads, %.3f s for the device\n",
+            100.0 * (double)es.expert_hits / (double)(es.expert_hits + es.expert_misses),
+            es.expert_hits, es.expert_hits + es.expert_misses, es.expert_host_hits,
+            (double)es.bytes_streamed / 1048576.0, es.prefetch_issued, es.prefetch_used, es.waves,
+            (double)es.read_wait_ns * 1e-9, (double)es.gpu_wait_ns * 1e-9);
+}
+
+/* The engine for one sequence of n positions, steps of up to n_batch entries. 0, or the
+ * exit status. */
+static int open_engine(run_opts_t *o, const model_t *m, size_t n, size_t n_batch, engine_t **ret)
+{
+    char err[512] = "";
+    uint32_t n_ctx = o->eng.ctx_set ? o->eng.st.ctx : (uint32_t)(n > 16 ? n : 16);
+    int r;
+
+    if (n > n_ctx) {
+        fprintf(stderr,
+                "moe run: the prompt and -n need %zu positions, more than --ctx %" PRIu32 "\n", n,
+                n_ctx);
+        return 2;
+    }
+    r = moe_engine_open(&o->eng, m, o->model, n_ctx, 1, (uint32_t)n_batch, UINT64_MAX, ret, err,
+                        sizeof(err));
+    if (r < 0) {
+        fprintf(stderr, "moe run: %s: %s engine: %s%s%s\n", o->model,
+                o->eng.st.engine == SETTINGS_ENGINE_REFERENCE ? "reference" : "Vulkan", err,
+                err[0] ? ": " : "", strerror(-r));
+        return 1;
+    }
+    return 0;
 }
 
 int moe_cmd_run(int argc, char **argv)
@@ -399,18 +571,24 @@ int moe_cmd_run(int argc, char **argv)
     char err[512] = "";
     gguf_t *g = NULL;
     model_t *m = NULL;
-    ref_model_t *rm = NULL;
-    ref_state_t *rs = NULL;
+    engine_t *e = NULL;
     tokenizer_t *tok = NULL;
     int32_t *prompt = NULL;
     ref_step_t *steps = NULL;
-    size_t n_prompt = 0, n_steps = 0;
+    size_t n_prompt = 0, n_steps = 0, n_batch;
+    uint32_t seq = 0;
     run_stats_t stats;
     int r, status = 1;
 
+    if (moe_engine_opts_init(&o.eng) < 0) {
+        fprintf(stderr, "moe run: out of memory\n");
+        return 1;
+    }
     r = parse_args(argc, argv, &o);
-    if (r != 0)
-        return r > 0 ? 0 : 2;
+    if (r != 0) {
+        status = r > 0 ? 0 : 2;
+        goto out;
+    }
 
     r = gguf_open(o.model, &g, err, sizeof(err));
     if (r < 0) {
@@ -428,25 +606,22 @@ int moe_cmd_run(int argc, char **argv)
     status = prepare_prompt(&o, g, m, tok, err, &prompt, &n_prompt);
     if (status != 0)
         goto out;
-    status = 1;
 
-    // the backend: the CPU reference
-    r = ref_model_new(m, o.model, &rm, err, sizeof(err));
-    if (r < 0) {
-        fprintf(stderr, "moe run: %s: %s\n", o.model, err);
+    n_batch = n_prompt < RUN_MAX_BATCH ? n_prompt : RUN_MAX_BATCH;
+    status = open_engine(&o, m, n_prompt + o.n_gen, n_batch, &e);
+    if (status != 0)
         goto out;
-    }
-    r = ref_state_new(rm, (uint32_t)(n_prompt + o.n_gen), &rs);
+    status = 1;
+    r = engine_seq_new(e, &seq);
     steps = calloc(o.n_gen ? o.n_gen : 1, sizeof(*steps));
     if (r < 0 || !steps) {
-        fprintf(stderr, "moe run: cannot allocate a context of %zu positions: %s\n",
+        fprintf(stderr, "moe run: cannot allocate a sequence of %zu positions: %s\n",
                 n_prompt + o.n_gen, strerror(r < 0 ? -r : ENOMEM));
         goto out;
     }
-    const run_backend_t be = {.ctx = rs, .n_vocab = m->hp.n_vocab, .forward = ref_backend_forward};
     run_sampler_t sm = {.temp = o.temp, .state = o.seed};
 
-    r = run_generate(&be, prompt, n_prompt, o.n_gen, &sm, o.ignore_eos ? NULL : tok,
+    r = run_generate(e, seq, prompt, n_prompt, n_batch, o.n_gen, &sm, o.ignore_eos ? NULL : tok,
                      o.json ? NULL : emit_text, tok, steps, &n_steps, &stats);
     if (r < 0) {
         fprintf(stderr, "\nmoe run: generation failed: %s\n", strerror(-r));
@@ -460,15 +635,15 @@ int moe_cmd_run(int argc, char **argv)
     } else {
         putchar('\n');
     }
-    print_stats(&stats);
-    status = 0;
+    print_stats(&stats, e);
+    status = moe_engine_check(e, "moe run") < 0 ? 1 : 0;
 out:
     free(steps);
     free(prompt);
-    ref_state_free(rs);
-    ref_model_free(rm);
+    e = engine_free(e);
     tokenizer_free(tok);
     model_free(m);
     gguf_free(g);
+    moe_engine_opts_clear(&o.eng);
     return status;
 }

@@ -603,7 +603,8 @@ static json_t *moe_run_json(const char *path, const char *args)
     char cmd[2048];
     json_error_t jerr;
 
-    snprintf(cmd, sizeof(cmd), "'%s' run --model '%s' %s --json 2>/dev/null", moe_tool, path, args);
+    snprintf(cmd, sizeof(cmd), "'%s' run --engine reference --model '%s' %s --json 2>/dev/null",
+             moe_tool, path, args);
     FILE *p = popen(cmd, "r");
     ck_assert_ptr_nonnull(p);
     json_t *root = json_loadf(p, JSON_REJECT_DUPLICATES, &jerr);
