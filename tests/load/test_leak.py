@@ -108,7 +108,8 @@ def main():
            "--track-origins=no", "--num-callers=30",
            f"--log-file={log}", T.MOED, "--config=/dev/null", "--model", model,
            "--socket", sock, "--socket-mode=0666", "--max-body=1024", "--idle-timeout=5",
-           "--parallel=2", "--queue=4", "--max-tokens=256", "--log-level=warning"]
+           "--parallel=2", "--queue=4", "--max-tokens=256", "--log-level=warning",
+           "--engine=reference"]  # valgrind and a JIT-compiling Vulkan driver: too slow
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     errs = []
     threading.Thread(target=lambda: errs.extend(p.stderr), daemon=True).start()
