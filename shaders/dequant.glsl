@@ -13,7 +13,9 @@
  * 64 for K-quants (two sub-blocks sharing their bytes) and 16 for F32/F16/BF16 (where a
  * row's length need not be a multiple of 16: DQ_PARTIAL is set and n_valid counts the
  * valid elements). A shader that declares WBUF4 (the same buffer as uvec4[]) and a constant
- * VEC4 != 0 promises 16-aligned rows; decoders then use 16-byte loads where they can.
+ * VEC4 != 0 promises 16-aligned rows; decoders then use 16-byte loads where they can. WBUF8
+ * (the same buffer as u64vec2[], shaderInt64) makes those 16 bytes two 8-byte words: lavapipe
+ * loads lane by lane, one step per component, so that halves its steps.
  * Integers become floats through int (uint-to-float has no AVX2 instruction: LLVM expands
  * it into several). Words are read with as few 32-bit loads as possible: on lavapipe every
  * load costs a scalar loop over the lanes, so load count, not bytes, sets the speed.
@@ -136,7 +138,12 @@ void dq_chunk_q(uint ro, uint c, uint n, out float w[CHUNK], out vec2 dm[NG])
     uint b4 = (ro + c * 8u * BLOCK_BYTES) >> 4;
     uint r[4u * NV4 + 1u];
     [[unroll]] for (uint k = 0u; k < NV4; k++) {
+#ifdef WBUF8
+        u64vec2 e = WBUF8[b4 + k]; /* lavapipe: 8 bytes per step of its per-lane load loop */
+        uvec4 t = uvec4(unpackUint2x32(e.x), unpackUint2x32(e.y));
+#else
         uvec4 t = WBUF4[b4 + k];
+#endif
         r[4u * k] = t.x;
         r[4u * k + 1u] = t.y;
         r[4u * k + 2u] = t.z;
@@ -299,6 +306,15 @@ void dq_chunk_q(uint ro, uint c, uint n, out float w[CHUNK], out vec2 dm[NG])
     uint bw = (ro + (c >> 2) * BLOCK_BYTES) >> 2, g = c & 3u;
     uint qb = bw + QS_OFF / 4u + 8u * g;
     uvec4 hd, q0, q1;
+#ifdef WBUF8
+    if (VEC4 != 0u) {
+        /* 8-byte words: lavapipe's per-lane load loop then moves 8 bytes a step, not 4 */
+        u64vec2 a = WBUF8[bw >> 2], b = WBUF8[qb >> 2], e = WBUF8[(qb >> 2) + 1u];
+        hd = uvec4(unpackUint2x32(a.x), unpackUint2x32(a.y));
+        q0 = uvec4(unpackUint2x32(b.x), unpackUint2x32(b.y));
+        q1 = uvec4(unpackUint2x32(e.x), unpackUint2x32(e.y));
+    } else
+#endif
 #ifdef WBUF4
     if (VEC4 != 0u) {
         /* rows 16-aligned (spec constant): 16-byte loads, one lavapipe lane loop each */

@@ -12,6 +12,8 @@
  *   (subgroupAdd, else a shared-memory tree), 3 NVEC vectors per pass, 4 VEC4: rows of W
  *   start 16-aligned and x_stride is a multiple of 4, so 16-byte loads can be used
  *   (lavapipe runs a scalar loop over the lanes for every load; a vec4 costs about a word).
+ * Build defines: DQ_X8 eight-block chunks (dequant.glsl), DQ_U64 the same 16-byte loads of W
+ *   and x as two 8-byte words (CPU devices with shaderInt64: half the steps of that loop).
  * The lanes of a workgroup stride over the chunks (dequant.glsl) of NROWS rows; each lane
  * loads the x values of its chunk once and reuses them for all NROWS rows (on lavapipe,
  * where every load is a scalar loop over the lanes, x loads would otherwise cost more than
@@ -38,6 +40,12 @@ layout(push_constant) uniform PC {
     uint x_stride, y_stride, w_off, accum;
 } pc;
 
+#ifdef DQ_U64
+#extension GL_EXT_shader_explicit_arithmetic_types_int64 : require
+layout(binding = 0) readonly buffer Wb8 { u64vec2 W8[]; }; /* the same bytes, 8 at a time */
+layout(binding = 1) readonly buffer Xb8 { u64vec2 X8[]; };
+#define WBUF8 W8
+#endif
 #define WBUF W
 #define WBUF4 W4
 #include "dequant.glsl"
@@ -66,7 +74,12 @@ void chunk_dot(uint r0, uint c, uint v0, inout float acc[NROWS][NVEC])
 #ifndef DQ_PARTIAL
         if (VEC4 != 0u) {
             [[unroll]] for (uint i = 0u; i < CHUNK / 4u; i++) {
+#ifdef DQ_U64
+                u64vec2 e = X8[xb / 4u + i];
+                vec4 t = uintBitsToFloat(uvec4(unpackUint2x32(e.x), unpackUint2x32(e.y)));
+#else
                 vec4 t = X4[xb / 4u + i];
+#endif
                 xs[v][4u * i] = t.x;
                 xs[v][4u * i + 1u] = t.y;
                 xs[v][4u * i + 2u] = t.z;
@@ -95,8 +108,8 @@ void chunk_dot(uint r0, uint c, uint v0, inout float acc[NROWS][NVEC])
             [[unroll]] for (uint g = 0u; g < NG; g++) {
                 float s = 0.0;
                 [[unroll]] for (uint i = 0u; i < GS; i++)
-                    s += q[g * GS + i] * xs[v][g * GS + i];
-                acc[r][v] += dm[g].x * s + dm[g].y * xsum[v][g];
+                    s = fma(q[g * GS + i], xs[v][g * GS + i], s);
+                acc[r][v] = fma(dm[g].x, s, fma(dm[g].y, xsum[v][g], acc[r][v]));
             }
         }
     }

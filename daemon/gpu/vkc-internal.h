@@ -6,7 +6,7 @@
 #include "gpu/vkc.h"
 
 #define VKC_MAX_KINDS     3
-#define VKC_MAX_PIPELINES 128
+#define VKC_MAX_PIPELINES 256
 #define VKC_MAX_SPEC      8
 #define VKC_MAX_BINDINGS  8
 

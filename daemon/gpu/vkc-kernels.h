@@ -17,9 +17,13 @@ typedef struct vkc_view {
 /* dst[0..n) = src[0..n), n a multiple of 16 bytes: the bandwidth yardstick. */
 int vkc_cmd_copy(vkc_cmd_t *cmd, vkc_view_t src, vkc_view_t dst, uint64_t n);
 
-/* Y[v][r] (+)= sum_c W[r][c] * X[v][c] for v < n_vec (1..any; weights are read once per 8
- * vectors), W rows x cols of GGML type `type` (cols a multiple of the block size; w.off a multiple
- * of 4), X and Y float32 with strides x_stride / y_stride floats (0: cols / rows). */
+/* Y[v][r] (+)= sum_c W[r][c] * X[v][c] for v < n_vec (1..any), W rows x cols of GGML type
+ * `type` (cols a multiple of the block size; w.off a multiple of 4), X and Y float32 with strides
+ * x_stride / y_stride floats (0: cols / rows). Below the tuning's mm_min_vec vectors the
+ * matrix-vector kernel runs (weights read once per 8 vectors); from it on the tiled matrix-matrix
+ * kernel (shaders/matmul.comp, weights read and decoded once per tile of mm_vecs vectors): on
+ * GPUs from 16 vectors on, on CPU devices from one (faster there at every batch size). Both
+ * give the same results within float rounding. */
 typedef struct vkc_matvec_args {
     uint32_t type;
     uint32_t rows, cols, n_vec;
@@ -28,14 +32,21 @@ typedef struct vkc_matvec_args {
     bool accumulate; /* add into Y instead of overwriting */
 } vkc_matvec_args_t;
 int vkc_cmd_matvec(vkc_cmd_t *cmd, const vkc_matvec_args_t *a);
-/* True when the type has a matvec kernel. */
+/* True when the type has a matvec (and matmul) kernel. */
 bool vkc_matvec_supports(uint32_t type);
 
 /* How matvec maps rows to lanes (see shaders/matvec.comp): wg lanes per workgroup (a power
- * of two) stride over the blocks of `rows` rows (1..32) and reduce with subgroupAdd. Defaults
- * depend on the device type; `moe bench kernels --tuning` overrides them to compare. */
+ * of two) stride over the blocks of `rows` rows (1..32) and reduce with subgroupAdd. And when
+ * and how the tiled matmul runs (shaders/matmul.comp): from mm_min_vec vectors on (UINT32_MAX:
+ * never), mm_wg lanes (a power of two) of mm_rows rows each (1..8) by mm_vecs vectors (1..16);
+ * mm_sg shares x through subgroupShuffle (CPU devices; needs mm_wg == the subgroup size and
+ * the device's shuffle operations and shaderInt64). Defaults depend on the device type; a zero
+ * mm_* field given to set_tuning keeps its current value, so {wg, rows} changes only matvec.
+ * `moe bench kernels --tuning` overrides them to compare. */
 typedef struct vkc_matvec_tuning {
     uint32_t wg, rows;
+    uint32_t mm_min_vec, mm_wg, mm_rows, mm_vecs;
+    uint32_t mm_sg; /* 1 subgroupShuffle, 2 plain loads (0 at set_tuning: the default) */
 } vkc_matvec_tuning_t;
 void vkc_matvec_get_tuning(vkc_ctx_t *ctx, vkc_matvec_tuning_t *ret);
 int vkc_matvec_set_tuning(vkc_ctx_t *ctx, const vkc_matvec_tuning_t *t);

@@ -1,7 +1,10 @@
 /* tests/gpu: matrix-vector products for every weight type against ref_matmul, on shapes that
- * are not multiples of the workgroup or rows-per-workgroup, for batches of 1..64 vectors.
- * Both sides decode the same bytes, so only summation order differs: tolerance 1e-4
- * (normalized, see test_gpu.h) for every type. */
+ * are not multiples of the workgroup or rows-per-workgroup, for batches of 1..64 vectors; and
+ * the tiled matrix-matrix kernel that vkc_cmd_matvec switches to for many vectors (forced
+ * from one vector on through the tuning, so every batch size reaches it), up to 257 vectors,
+ * with row counts and batches that are not multiples of its tile. Both sides decode the same
+ * bytes, so only summation order differs: tolerance 1e-4 (normalized, see test_gpu.h) for
+ * every type. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,25 +42,29 @@ uint8_t *random_weights(uint32_t t, uint32_t rows, uint32_t cols, size_t *ret_si
     return w;
 }
 
-static uint32_t w_offset; /* bytes before W in its buffer (a multiple of 4) */
+static uint32_t w_offset;     /* bytes before W in its buffer (a multiple of 4) */
+static uint32_t x_pad, y_pad; /* floats between rows of X / Y beyond cols / rows */
 
 static void check_matvec(uint32_t t, uint32_t rows, uint32_t cols, uint32_t n_vec, bool accum)
 {
     size_t wsize;
     uint8_t *w = random_weights(t, rows, cols, &wsize);
-    float *x = malloc(sizeof(float) * cols * n_vec);
-    float *y = malloc(sizeof(float) * rows * n_vec);
-    float *want = malloc(sizeof(float) * rows * n_vec);
-    float *y0 = malloc(sizeof(float) * rows * n_vec);
-    fill(x, (size_t)cols * n_vec, 1.0f);
-    fill(y0, (size_t)rows * n_vec, 1.0f);
-    ref_matmul(t, w, rows, cols, x, n_vec, want);
+    uint32_t xs = cols + x_pad, ys = rows + y_pad;
+    size_t nx = (size_t)xs * n_vec, ny = (size_t)ys * n_vec;
+    float *x = malloc(sizeof(float) * nx), *xd = malloc(sizeof(float) * cols * n_vec);
+    float *y = malloc(sizeof(float) * ny), *y0 = malloc(sizeof(float) * ny);
+    float *want = malloc(sizeof(float) * rows * n_vec), *got = malloc(sizeof(float) * rows * n_vec);
+    fill(x, nx, 1.0f);
+    fill(y0, ny, 1.0f);
+    for (uint32_t v = 0; v < n_vec; v++) /* the reference takes dense rows */
+        memcpy(xd + (size_t)v * cols, x + (size_t)v * xs, sizeof(float) * cols);
+    ref_matmul(t, w, rows, cols, xd, n_vec, want);
     if (accum)
-        for (size_t i = 0; i < (size_t)rows * n_vec; i++)
-            want[i] += y0[i];
-    vkc_buffer_t *bw = buf_with(NULL, wsize + w_offset),
-                 *bx = buf_with(x, sizeof(float) * cols * n_vec);
-    vkc_buffer_t *by = buf_with(y0, sizeof(float) * rows * n_vec);
+        for (uint32_t v = 0; v < n_vec; v++)
+            for (uint32_t r = 0; r < rows; r++)
+                want[(size_t)v * rows + r] += y0[(size_t)v * ys + r];
+    vkc_buffer_t *bw = buf_with(NULL, wsize + w_offset), *bx = buf_with(x, sizeof(float) * nx);
+    vkc_buffer_t *by = buf_with(y0, sizeof(float) * ny);
     ck_assert_int_eq(vkc_buffer_write(ctx, bw, w_offset, w, wsize), 0);
     begin();
     vkc_matvec_args_t a = {.type = t,
@@ -67,37 +74,61 @@ static void check_matvec(uint32_t t, uint32_t rows, uint32_t cols, uint32_t n_ve
                            .w = {bw, w_offset},
                            .x = {bx, 0},
                            .y = {by, 0},
+                           .x_stride = xs,
+                           .y_stride = ys,
                            .accumulate = accum};
     ck_assert_int_eq(vkc_cmd_matvec(cmd, &a), 0);
     submit();
-    read_back(by, y, sizeof(float) * rows * n_vec);
-    double e = norm_err(y, want, (size_t)rows * n_vec);
+    read_back(by, y, sizeof(float) * ny);
+    for (uint32_t v = 0; v < n_vec; v++) {
+        memcpy(got + (size_t)v * rows, y + (size_t)v * ys, sizeof(float) * rows);
+        for (uint32_t r = rows; r < ys; r++) /* the padding between rows stays untouched */
+            ck_assert_float_eq(y[(size_t)v * ys + r], y0[(size_t)v * ys + r]);
+    }
+    double e = norm_err(got, want, (size_t)rows * n_vec);
     ck_assert_msg(e < 1e-4, "%s rows %u cols %u n_vec %u: error %g (y[0] %g want %g)",
-                  quant_traits(t)->name, rows, cols, n_vec, e, y[0], want[0]);
+                  quant_traits(t)->name, rows, cols, n_vec, e, got[0], want[0]);
     vkc_buffer_free(bw);
     vkc_buffer_free(bx);
     vkc_buffer_free(by);
     free(w);
     free(x);
+    free(xd);
     free(y);
-    free(want);
     free(y0);
+    free(want);
+    free(got);
+}
+
+/* Only the matrix-vector kernel (CPU devices default to the tiled one from one vector on). */
+static void force_matvec(vkc_matvec_tuning_t *saved)
+{
+    vkc_matvec_get_tuning(ctx, saved);
+    vkc_matvec_tuning_t t = *saved;
+    t.mm_min_vec = UINT32_MAX;
+    ck_assert_int_eq(vkc_matvec_set_tuning(ctx, &t), 0);
 }
 
 START_TEST(matvec_matches_reference)
 {
     uint32_t t = types[_i];
+    vkc_matvec_tuning_t saved;
+    force_matvec(&saved);
     check_matvec(t, 67, cols_for(t), 1, false);
     check_matvec(t, 45, cols_for(t), 3, false);
+    ck_assert_int_eq(vkc_matvec_set_tuning(ctx, &saved), 0);
 }
 END_TEST
 
 START_TEST(matvec_batches_up_to_64_vectors)
 {
     uint32_t t = types[_i];
+    vkc_matvec_tuning_t saved;
+    force_matvec(&saved);
     check_matvec(t, 29, cols_for(t), 13, true);
     if (t == GGML_TYPE_Q4_0 || t == GGML_TYPE_Q4_K || t == GGML_TYPE_F16)
         check_matvec(t, 19, cols_for(t), 64, false);
+    ck_assert_int_eq(vkc_matvec_set_tuning(ctx, &saved), 0);
 }
 END_TEST
 
@@ -105,33 +136,110 @@ START_TEST(matvec_tunings_agree)
 {
     vkc_matvec_tuning_t saved, t;
     vkc_matvec_get_tuning(ctx, &saved);
-    const vkc_matvec_tuning_t all[] = {{8, 1}, {32, 3}, {16, 8}, {64, 2}};
+    const vkc_matvec_tuning_t all[] = {
+        {.wg = 8, .rows = 1}, {.wg = 32, .rows = 3}, {.wg = 16, .rows = 8}, {.wg = 64, .rows = 2}};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
         t = all[i];
+        t.mm_min_vec = UINT32_MAX;
         ck_assert_int_eq(vkc_matvec_set_tuning(ctx, &t), 0);
         check_matvec(GGML_TYPE_Q4_K, 37, 512, 2, false);
         check_matvec(GGML_TYPE_Q5_0, 37, 96, 1, false);
     }
-    t = (vkc_matvec_tuning_t){24, 1};
+    t = (vkc_matvec_tuning_t){.wg = 24, .rows = 1};
+    ck_assert_int_eq(vkc_matvec_set_tuning(ctx, &t), -EINVAL);
+    t = (vkc_matvec_tuning_t){.wg = 8, .rows = 1, .mm_rows = 9};
+    ck_assert_int_eq(vkc_matvec_set_tuning(ctx, &t), -EINVAL);
+    t = (vkc_matvec_tuning_t){.wg = 8, .rows = 1, .mm_wg = 12};
     ck_assert_int_eq(vkc_matvec_set_tuning(ctx, &t), -EINVAL);
     ck_assert_int_eq(vkc_matvec_set_tuning(ctx, &saved), 0);
 }
 END_TEST
 
-/* 16-aligned rows of a multiple of 256 columns take the 16-byte-load variants (Q4_0 and
- * Q8_0: eight blocks per chunk; K-quants: aligned super-blocks); odd offsets the word path. */
+/* The tiled kernel from one vector on (mm_min_vec 1): every batch size reaches it. */
+static void force_matmul(vkc_matvec_tuning_t *saved, uint32_t sg, uint32_t wg, uint32_t rows,
+                         uint32_t vecs)
+{
+    vkc_matvec_get_tuning(ctx, saved);
+    vkc_matvec_tuning_t t = *saved;
+    t.mm_min_vec = 1;
+    t.mm_sg = sg ? sg : t.mm_sg;
+    t.mm_wg = wg ? wg : t.mm_wg;
+    t.mm_rows = rows ? rows : t.mm_rows;
+    t.mm_vecs = vecs ? vecs : t.mm_vecs;
+    ck_assert_int_eq(vkc_matvec_set_tuning(ctx, &t), 0);
+}
+
+START_TEST(matmul_matches_reference_for_1_to_64_vectors)
+{
+    uint32_t t = types[_i];
+    vkc_matvec_tuning_t saved;
+    force_matmul(&saved, 0, 0, 0, 0);
+    static const uint32_t nv[] = {1, 3, 8, 13, 64}; /* tiles of 1, 2 and 8 vectors */
+    for (size_t i = 0; i < sizeof(nv) / sizeof(nv[0]); i++)
+        check_matvec(t, 37, cols_for(t), nv[i], nv[i] == 13);
+    ck_assert_int_eq(vkc_matvec_set_tuning(ctx, &saved), 0);
+}
+END_TEST
+
+/* Past 64 vectors through the default threshold (no forcing): several vector tiles, and a
+ * last one partly empty. */
+START_TEST(matmul_takes_large_batches)
+{
+    uint32_t t = types[_i];
+    check_matvec(t, 45, cols_for(t), 100, false);
+    check_matvec(t, 33, cols_for(t), 257, true);
+}
+END_TEST
+
+/* Plain x loads (the GPU path), other tile shapes, strided X and Y, misaligned weight rows. */
+START_TEST(matmul_variants_agree)
+{
+    static const uint32_t some[] = {GGML_TYPE_F16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K};
+    const vkc_device_info_t *in = vkc_ctx_info(ctx);
+    struct {
+        uint32_t sg, wg, rows, vecs;
+    } v[] = {{2, 0, 0, 0}, {2, 16, 2, 16}, {0, 0, 1, 3}};
+    for (size_t k = 0; k < sizeof(v) / sizeof(v[0]); k++) {
+        vkc_matvec_tuning_t saved;
+        force_matmul(&saved, v[k].sg, v[k].sg == 2 ? v[k].wg : in->subgroup_size, v[k].rows,
+                     v[k].vecs);
+        for (size_t i = 0; i < sizeof(some) / sizeof(some[0]); i++) {
+            check_matvec(some[i], 41, 768, 5, false);
+            x_pad = 3;
+            y_pad = 2;
+            check_matvec(some[i], 19, 256, 11, true);
+            x_pad = y_pad = 0;
+            w_offset = 4;
+            check_matvec(some[i], 23, 512, 4, false);
+            w_offset = 0;
+        }
+        ck_assert_int_eq(vkc_matvec_set_tuning(ctx, &saved), 0);
+    }
+    no_validation_messages();
+}
+END_TEST
+
+/* 16-aligned rows of a multiple of 256 columns take the wide-load variants (Q4_0 and Q8_0:
+ * eight blocks per chunk; K-quants: aligned super-blocks); odd offsets the word path. With the
+ * default tuning (the tiled kernel on CPU devices), then the matrix-vector kernel. */
 START_TEST(matvec_aligned_rows_use_wide_loads)
 {
     static const uint32_t wide[] = {GGML_TYPE_Q4_0, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K,
                                     GGML_TYPE_Q6_K};
-    for (size_t i = 0; i < sizeof(wide) / sizeof(wide[0]); i++) {
-        check_matvec(wide[i], 37, 768, 1, false);
-        check_matvec(wide[i], 21, 512, 5, true);
-        check_matvec(wide[i], 23, 256, 1, true);
+    vkc_matvec_tuning_t saved;
+    vkc_matvec_get_tuning(ctx, &saved);
+    for (size_t i = 0; i < 2 * sizeof(wide) / sizeof(wide[0]); i++) {
+        if (i == sizeof(wide) / sizeof(wide[0]))
+            force_matvec(&saved); /* the second pass: the matrix-vector kernel */
+        uint32_t t = wide[i % (sizeof(wide) / sizeof(wide[0]))];
+        check_matvec(t, 37, 768, 1, false);
+        check_matvec(t, 21, 512, 5, true);
+        check_matvec(t, 23, 256, 1, true);
         w_offset = 4; /* the same shapes through the word loads */
-        check_matvec(wide[i], 37, 768, 1, false);
+        check_matvec(t, 37, 768, 1, false);
         w_offset = 0;
     }
+    ck_assert_int_eq(vkc_matvec_set_tuning(ctx, &saved), 0);
 }
 END_TEST
 
@@ -166,6 +274,9 @@ void add_matvec_tests(Suite *s)
     tcase_add_loop_test(tc, matvec_matches_reference, 0, N_TYPES);
     tcase_add_loop_test(tc, matvec_batches_up_to_64_vectors, 0, N_TYPES);
     tcase_add_test(tc, matvec_tunings_agree);
+    tcase_add_loop_test(tc, matmul_matches_reference_for_1_to_64_vectors, 0, N_TYPES);
+    tcase_add_loop_test(tc, matmul_takes_large_batches, 0, N_TYPES);
+    tcase_add_test(tc, matmul_variants_agree);
     tcase_add_test(tc, matvec_aligned_rows_use_wide_loads);
     tcase_add_test(tc, matvec_refuses_bad_shapes);
     suite_add_tcase(s, tc);
