@@ -1,8 +1,10 @@
-/* moe bench kernels: how close the matrix-vector kernels come to a plain copy on the same
- * device in the same run (decode is bandwidth-bound), and the FLOP/s of batched matvec over
- * a prefill-sized batch. Figures: weight bytes read per second for matvec; bytes copied per
- * second (each byte read once and written once) for copy; ratio = matvec / copy. With --json
- * one object whose "ratio" is the minimum over Q8_0, Q4_0 and Q4_K. */
+/* moe bench kernels: how close the matrix-vector products (vkc_cmd_matvec with one vector,
+ * decode) come to a plain copy on the same device in the same run (decode is bandwidth-bound),
+ * and the FLOP/s of the same call over a prefill-sized batch (the tiled matrix-matrix kernel).
+ * Figures: weight bytes read per second for matvec; bytes copied per second (each byte read
+ * once and written once) for copy, measured right before each type; ratio = matvec / that
+ * copy; prefill FLOP/s = 2 rows cols n / s. With --json one object whose "ratio" is the
+ * minimum over Q8_0, Q4_0 and Q4_K and whose "copy_bytes_per_s" is the best copy. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -24,12 +26,13 @@ typedef struct bench {
     vkc_ctx_t *ctx;
     vkc_cmd_t *cmd;
     double min_seconds; /* repeat each measurement at least this long */
+    clockid_t clock;    /* CLOCK_MONOTONIC, or the process CPU time (--cpu-time) */
 } bench_t;
 
-static double now(void)
+static double now(clockid_t clock)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(clock, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -50,12 +53,12 @@ static int time_kernel(bench_t *b, record_fn rec, void *arg, int per, double *re
                 return r;
             vkc_cmd_barrier(b->cmd, "the next repetition writes the same output");
         }
-        double t0 = now();
+        double t0 = now(b->clock), w0 = now(CLOCK_MONOTONIC);
         if ((r = vkc_cmd_submit_wait(b->cmd)) < 0)
             return r;
-        double t = now() - t0;
+        double t = now(b->clock) - t0;
         if (round > 0) { /* round 0 warms caches and compiles the pipeline */
-            spent += t;
+            spent += now(CLOCK_MONOTONIC) - w0;
             best = t < best ? t : best;
         }
     }
@@ -169,15 +172,21 @@ static int parse_u32(const char *s, uint32_t *ret)
 static int usage(FILE *f)
 {
     fprintf(f, "usage: moe bench kernels [--device X] [--rows R] [--cols C] [--batch N]\n"
-               "                         [--tuning WG,ROWS] [--seconds S] [--json]\n"
+               "                         [--tuning W,R[,...]] [--seconds S] [--type T]\n"
+               "                         [--cpu-time] [--json]\n"
                "  --device X   device index, UUID or name substring (default: first GPU)\n"
                "  --rows R     matrix rows (default 32768, past the caches; capped at the\n"
                "               device's storage buffer range)\n"
                "  --cols C     matrix columns (default 4096, a multiple of 256)\n"
-               "  --batch N    vectors for the prefill FLOP/s figure (default 64)\n"
-               "  --tuning W,R  matvec workgroup size and rows per workgroup\n"
+               "  --batch N    vectors for the prefill FLOP/s figure (default 64; rows / 8)\n"
+               "  --tuning W,R[,M,MW,MR,MV,SG]  matvec workgroup size and rows per\n"
+               "               workgroup; matmul from M vectors on, its workgroup size, rows\n"
+               "               per lane, vectors per tile, x sharing (1 subgroup, 2 loads)\n"
                "  --seconds S  minimum time per measurement (default 0.5)\n"
                "  --type T     only weight type T (e.g. q4_K)\n"
+               "  --cpu-time   time by the process's CPU time (all the driver's threads), not\n"
+               "               the wall clock: on a CPU device on a loaded machine, less\n"
+               "               sensitive to other processes\n"
                "  --json       one JSON object; \"ratio\" = min over q8_0, q4_0, q4_K\n");
     return f == stdout ? 0 : 2;
 }
@@ -186,16 +195,22 @@ int moe_bench_kernels(int argc, char **argv)
 {
     const char *device = NULL;
     uint32_t rows = 32768, cols = 4096, batch = 64;
-    bool json = false, tuned = false;
+    bool json = false, tuned = false, cpu_time = false;
     uint32_t only = UINT32_MAX; /* --type */
     vkc_matvec_tuning_t tuning = {0};
     double seconds = 0.5;
     static const struct option opts[] = {
-        {"device", required_argument, NULL, 'd'}, {"rows", required_argument, NULL, 'r'},
-        {"cols", required_argument, NULL, 'c'},   {"batch", required_argument, NULL, 'b'},
-        {"tuning", required_argument, NULL, 't'}, {"seconds", required_argument, NULL, 's'},
-        {"json", no_argument, NULL, 'j'},         {"help", no_argument, NULL, 'h'},
-        {"type", required_argument, NULL, 'T'},   {0},
+        {"device", required_argument, NULL, 'd'},
+        {"rows", required_argument, NULL, 'r'},
+        {"cols", required_argument, NULL, 'c'},
+        {"batch", required_argument, NULL, 'b'},
+        {"tuning", required_argument, NULL, 't'},
+        {"seconds", required_argument, NULL, 's'},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {"type", required_argument, NULL, 'T'},
+        {"cpu-time", no_argument, NULL, 'C'},
+        {0},
     };
     int c;
     optind = 1;
@@ -217,7 +232,9 @@ int moe_bench_kernels(int argc, char **argv)
                 return usage(stderr);
             break;
         case 't':
-            if (sscanf(optarg, "%u,%u", &tuning.wg, &tuning.rows) != 2)
+            /* fields left out stay 0: set_tuning keeps their defaults */
+            if (sscanf(optarg, "%u,%u,%u,%u,%u,%u,%u", &tuning.wg, &tuning.rows, &tuning.mm_min_vec,
+                       &tuning.mm_wg, &tuning.mm_rows, &tuning.mm_vecs, &tuning.mm_sg) < 2)
                 return usage(stderr);
             tuned = true;
             break;
@@ -235,6 +252,9 @@ int moe_bench_kernels(int argc, char **argv)
             if (quant_type_from_name(optarg, &only) < 0)
                 return usage(stderr);
             break;
+        case 'C':
+            cpu_time = true;
+            break;
         case 'h':
             return usage(stdout);
         default:
@@ -244,7 +264,8 @@ int moe_bench_kernels(int argc, char **argv)
     if (optind != argc)
         return usage(stderr);
 
-    bench_t b = {.min_seconds = seconds};
+    bench_t b = {.min_seconds = seconds,
+                 .clock = cpu_time ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC};
     char err[256], line[1024];
     vkc_options_t opt = {.device = device, .validation = 0};
     int r = vkc_ctx_new(&opt, &b.ctx, err, sizeof(err));
@@ -262,36 +283,33 @@ int moe_bench_kernels(int argc, char **argv)
     r = vkc_cmd_new(b.ctx, &b.cmd);
 
     double copy_bps = 0, bps[N_BENCH_TYPES] = {0}, flops[N_BENCH_TYPES] = {0};
-    double prefill_flops = 0, dummy;
+    double copy_at[N_BENCH_TYPES] = {0}, prefill_flops = 0, dummy;
     uint64_t bytes[N_BENCH_TYPES] = {0}, dummy_bytes;
-    if (r == 0)
-        r = bench_copy(&b, 64ull << 20, &copy_bps);
-    /* copy again at the end: the best of both is the yardstick (a conservative ratio) */
-    double copy_end = 0;
     if (!json && r == 0)
-        printf("%s\nmatvec tuning: workgroup %u, rows %u\ncopy: %.2f GB/s\n", line, tuning.wg,
-               tuning.rows, copy_bps / 1e9);
+        printf("%s\nmatvec tuning: workgroup %u, rows %u; matmul from %u vectors, workgroup %u, "
+               "%u rows x %u vectors per lane%s\n",
+               line, tuning.wg, tuning.rows, tuning.mm_min_vec, tuning.mm_wg, tuning.mm_rows,
+               tuning.mm_vecs, tuning.mm_sg == 1 ? ", x by subgroup shuffles" : "");
     for (size_t i = 0; r == 0 && i < N_BENCH_TYPES; i++) {
         if (only != UINT32_MAX && bench_types[i] != only)
             continue;
-        r = bench_matvec(&b, bench_types[i], rows, cols, 1, &bps[i], &dummy, &bytes[i]);
+        /* the copy right before each type's matvec: on a shared machine the load changes
+         * over a run, and each ratio then compares two figures taken under the same load */
+        r = bench_copy(&b, 64ull << 20, &copy_at[i]);
+        if (r == 0)
+            r = bench_matvec(&b, bench_types[i], rows, cols, 1, &bps[i], &dummy, &bytes[i]);
         if (r == 0)
             r = bench_matvec(&b, bench_types[i], rows / 8 ? rows / 8 : 1, cols, batch, &dummy,
                              &flops[i], &dummy_bytes);
         if (!json && r == 0)
-            printf("%-5s matvec %7.2f GB/s  ratio %.2f (vs first copy)  (%.1f MiB)   batch %u: "
+            printf("%-5s matvec %6.2f GB/s  copy %5.2f GB/s  ratio %.2f  (%.1f MiB)   prefill %u: "
                    "%6.2f GFLOP/s\n",
-                   quant_traits(bench_types[i])->name, bps[i] / 1e9, bps[i] / copy_bps,
-                   bytes[i] / 1048576.0, batch, flops[i] / 1e9);
+                   quant_traits(bench_types[i])->name, bps[i] / 1e9, copy_at[i] / 1e9,
+                   bps[i] / copy_at[i], bytes[i] / 1048576.0, batch, flops[i] / 1e9);
         if (bench_types[i] == GGML_TYPE_Q4_K)
             prefill_flops = flops[i];
+        copy_bps = copy_at[i] > copy_bps ? copy_at[i] : copy_bps;
     }
-    if (r == 0)
-        r = bench_copy(&b, 64ull << 20, &copy_end);
-    if (!json && r == 0)
-        printf("copy again: %.2f GB/s\n", copy_end / 1e9);
-    if (copy_end > copy_bps)
-        copy_bps = copy_end;
     if (r < 0) {
         fprintf(stderr, "moe bench kernels: %s\n", strerror(-r));
         vkc_cmd_free(b.cmd);
@@ -302,7 +320,9 @@ int moe_bench_kernels(int argc, char **argv)
     for (size_t i = 0; i < N_BENCH_TYPES; i++)
         if (bench_types[i] == GGML_TYPE_Q8_0 || bench_types[i] == GGML_TYPE_Q4_0 ||
             bench_types[i] == GGML_TYPE_Q4_K)
-            ratio = bps[i] / copy_bps < ratio ? bps[i] / copy_bps : ratio;
+            ratio = copy_at[i] > 0 && bps[i] / copy_at[i] < ratio ? bps[i] / copy_at[i] : ratio;
+    if (ratio == 1e9) /* --type left all three out */
+        ratio = 0;
     if (json) {
         const vkc_device_info_t *in = vkc_ctx_info(b.ctx);
         printf("{\"bench\": \"kernels\", \"device\": \"%s\", \"driver\": \"%s\", \"rows\": %u, "
@@ -310,10 +330,10 @@ int moe_bench_kernels(int argc, char **argv)
                "\"prefill_q4_K_flops\": %.0f, \"types\": {",
                in->name, in->driver, rows, cols, batch, copy_bps, prefill_flops);
         for (size_t i = 0; i < N_BENCH_TYPES; i++)
-            printf("%s\"%s\": {\"matvec_bytes_per_s\": %.0f, \"ratio\": %.4f, "
-                   "\"batch_flops\": %.0f}",
-                   i ? ", " : "", quant_traits(bench_types[i])->name, bps[i], bps[i] / copy_bps,
-                   flops[i]);
+            printf("%s\"%s\": {\"matvec_bytes_per_s\": %.0f, \"copy_bytes_per_s\": %.0f, "
+                   "\"ratio\": %.4f, \"prefill_flops\": %.0f}",
+                   i ? ", " : "", quant_traits(bench_types[i])->name, bps[i], copy_at[i],
+                   copy_at[i] > 0 ? bps[i] / copy_at[i] : 0, flops[i]);
         printf("}, \"ratio\": %.4f}\n", ratio);
     } else {
         printf("ratio (min of q8_0, q4_0, q4_K): %.2f\n", ratio);
