@@ -107,11 +107,18 @@ typedef struct engine_vk_config {
     bool io_buffered;           /* no O_DIRECT */
     bool no_prefetch;           /* do not read layer L+1's guessed experts during layer L */
     bool force_staged;          /* tests: staged expert path even on unified memory */
+    int expert_kernel;          /* enum engine_expert_kernel: how the expert FFN runs */
     /* Load progress: called with bytes of the resident part read so far and in all. */
     void (*progress)(void *userdata, uint64_t done, uint64_t total);
     void *progress_userdata;
     struct moeio_wrapper *io_wrapper; /* tests: fault injection into expert reads; NULL */
 } engine_vk_config_t;
+
+enum engine_expert_kernel {
+    ENGINE_EXPERTS_AUTO = 0,   /* the faster one for the device type */
+    ENGINE_EXPERTS_SLOTS = 1,  /* one slot-table kernel per phase (vkc_cmd_moe_experts) */
+    ENGINE_EXPERTS_MATVEC = 2, /* gate/up/down per expert through vkc_cmd_matvec */
+};
 
 /* -ENODEV (no Vulkan device), -ENOMEM (the resident part or the minimum expert cache does not
  * fit), -EINVAL, -EIO; a one-line reason in err. e->device names the device. */

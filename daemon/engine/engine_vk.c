@@ -74,13 +74,13 @@ typedef struct engine_vk {
     uint32_t n_batch, n_logits_max, ff_max;
     /* device scratch, sized for n_batch entries */
     vkc_buffer_t *x, *xb, *xb2, *q, *k, *v, *att, *ffo, *sg, *su, *gsh, *rlog, *plog, *h, *y,
-        *xl, *tmp;
+        *xl, *tmp, *xg, *hu, *yg;
     /* host-visible */
     vkc_buffer_t *inp;    /* ids [WT_PARTS_MAX][n_batch], pos, kv rows, ranges [2 n_batch] */
     vkc_buffer_t *route;  /* ids, weights [n_batch][k] of the layer; guesses for the next */
     vkc_buffer_t *table;  /* vkc_moe_slot_t [n_expert], vkc_moe_entry_t [n_batch k] */
     vkc_buffer_t *logits; /* [n_logits_max][n_vocab] */
-    uint64_t off_pos, off_rows, off_ranges, off_pids, off_pw, off_rw, off_entries;
+    uint64_t off_pos, off_rows, off_ranges, off_pids, off_pw, off_rw, off_entries, off_gids;
     /* host scratch */
     int32_t *uni;        /* union of a layer's experts */
     int32_t *pred;       /* guessed experts of the next layer */
@@ -90,6 +90,8 @@ typedef struct engine_vk {
     uint8_t *mark;       /* [n_expert] */
     expert_ref_t *refs;
     uint32_t *logit_rows;
+    uint32_t *grp_start, *grp_count; /* [n_expert]: each wave expert's entries */
+    bool expert_matvec;              /* expert FFN through matvec, not the slot-table kernel */
     engine_stats_t stats;
     uint64_t guess_total, guess_right;
     uint64_t gpu_cache_bytes; /* the tier's budget in use */
@@ -478,6 +480,71 @@ static uint32_t union_of(engine_vk_t *e, const int32_t *ids, uint32_t count, int
     return u;
 }
 
+/* The expert FFN through the matrix-vector kernels: the entries' input rows gathered
+ * (grouped by expert), gate and up of each expert over its group, SwiGLU, down, then each
+ * entry's row scaled by its weight into Y[row] for the combine. Same math as the slot-table
+ * kernel; it reuses the tuned matvec/matmul kernels of every weight type, at the cost of a
+ * few dispatches per expert. */
+static int rec_experts_matvec(engine_vk_t *e, uint32_t n, uint32_t count, uint32_t ne,
+                              const model_range_t *rg)
+{
+    const uint32_t E = e->hp->n_embd, F = e->hp->n_ff_exp;
+    const vkc_moe_entry_t *ent =
+        (const vkc_moe_entry_t *)((char *)vkc_buffer_map(e->table) + e->off_entries);
+    int32_t *gids = (int32_t *)((char *)vkc_buffer_map(e->table) + e->off_gids);
+    int r;
+    for (uint32_t i = 0; i < ne; i++)
+        gids[i] = (int32_t)ent[i].token;
+    vkc_embed_args_t g = {.type = 0 /* F32 */, .n_rows = n, .cols = E, .n_tok = ne,
+                          .w = V(e->xb, 0), .ids = V(e->table, e->off_gids), .out = V(e->xg, 0)};
+    if ((r = vkc_cmd_embed(e->cmd, &g)) < 0)
+        return r;
+    barrier(e, "gather -> expert gate/up");
+    for (uint32_t j = 0; j < count; j++) {
+        const uint32_t m = e->grp_count[j], s0 = e->grp_start[j];
+        if (!m)
+            continue;
+        vkc_matvec_args_t a = {.type = rg[MODEL_EXPERT_GATE].type, .rows = F, .cols = E,
+                               .n_vec = m,
+                               .w = V(e->refs[j].buf, e->refs[j].off[MODEL_EXPERT_GATE]),
+                               .x = V(e->xg, (uint64_t)s0 * E * 4),
+                               .y = V(e->h, (uint64_t)s0 * F * 4)};
+        if ((r = vkc_cmd_matvec(e->cmd, &a)) < 0)
+            return r;
+        a.type = rg[MODEL_EXPERT_UP].type;
+        a.w = V(e->refs[j].buf, e->refs[j].off[MODEL_EXPERT_UP]);
+        a.y = V(e->hu, (uint64_t)s0 * F * 4);
+        if ((r = vkc_cmd_matvec(e->cmd, &a)) < 0)
+            return r;
+    }
+    barrier(e, "expert gate/up -> swiglu");
+    if ((r = rec_elt(e, VKC_SWIGLU, ne * F, V(e->h, 0), V(e->hu, 0), V(e->h, 0), VKC_B_FULL, 0)) <
+        0)
+        return r;
+    barrier(e, "swiglu -> expert down");
+    for (uint32_t j = 0; j < count; j++) {
+        const uint32_t m = e->grp_count[j], s0 = e->grp_start[j];
+        if (!m)
+            continue;
+        vkc_matvec_args_t a = {.type = rg[MODEL_EXPERT_DOWN].type, .rows = E, .cols = F,
+                               .n_vec = m,
+                               .w = V(e->refs[j].buf, e->refs[j].off[MODEL_EXPERT_DOWN]),
+                               .x = V(e->h, (uint64_t)s0 * F * 4),
+                               .y = V(e->yg, (uint64_t)s0 * E * 4)};
+        if ((r = vkc_cmd_matvec(e->cmd, &a)) < 0)
+            return r;
+    }
+    barrier(e, "expert down -> weighted rows");
+    for (uint32_t i = 0; i < ne; i++) {
+        vkc_eltwise_args_t sc = {.op = VKC_SCALE, .n = E, .a = V(e->yg, (uint64_t)i * E * 4),
+                                 .out = V(e->y, (uint64_t)ent[i].row * E * 4),
+                                 .s = ent[i].weight};
+        if ((r = vkc_cmd_eltwise(e->cmd, &sc)) < 0)
+            return r;
+    }
+    return 0;
+}
+
 /* Records the expert FFN of entries whose expert is among uni[first..first+count), whose
  * refs are refs[0..count). Slot table index = union position. */
 static int rec_experts(engine_vk_t *e, uint32_t il, uint32_t n, uint32_t first, uint32_t count)
@@ -498,19 +565,23 @@ static int rec_experts(engine_vk_t *e, uint32_t il, uint32_t n, uint32_t first, 
         if (r < 0)
             return r;
     }
-    // entries grouped by expert: a kernel that reads an expert once per group benefits
+    // entries grouped by expert: each expert's weights are read once for all its tokens
     for (uint32_t j = 0; j < count; j++) {
         int32_t id = e->uni[first + j];
+        e->grp_start[j] = ne;
         for (uint32_t t = 0; t < n; t++)
             for (uint32_t s = 0; s < K; s++)
                 if (ids[t * K + s] == id)
                     ent[ne++] = (vkc_moe_entry_t){t, w[t * K + s], j, t * K + s};
+        e->grp_count[j] = ne - e->grp_start[j];
     }
     if (!ne)
         return 0;
     model_range_t rg[MODEL_EXPERT_PARTS];
     if ((r = model_expert_ranges(e->base.model, il, (uint32_t)e->uni[first], rg)) < 0)
         return r;
+    if (e->expert_matvec)
+        return rec_experts_matvec(e, n, count, ne, rg);
     vkc_moe_args_t a = {
         .gate_up_type = rg[MODEL_EXPERT_GATE].type,
         .down_type = rg[MODEL_EXPERT_DOWN].type,
@@ -822,7 +893,7 @@ static void vk_free(engine_t *base)
     vkc_buffer_t **bufs[] = {&e->x,   &e->xb,  &e->xb2,   &e->q,     &e->k,      &e->v,
                              &e->att, &e->ffo, &e->sg,    &e->su,    &e->gsh,    &e->rlog,
                              &e->plog, &e->h,  &e->y,     &e->xl,    &e->tmp,    &e->inp,
-                             &e->route, &e->table, &e->logits};
+                             &e->route, &e->table, &e->logits, &e->xg, &e->hu, &e->yg};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
         *bufs[i] = vkc_buffer_free(*bufs[i]);
     if (e->layers)
@@ -850,6 +921,8 @@ static void vk_free(engine_t *base)
     free(e->mark);
     free(e->refs);
     free(e->logit_rows);
+    free(e->grp_start);
+    free(e->grp_count);
     free(e);
 }
 
@@ -914,6 +987,9 @@ static int alloc_scratch(engine_vk_t *e, char *err, size_t errlen)
         {&e->plog, B * X, "router logits"}, {&e->h, B * K * hp->n_ff_exp, "expert hidden"},
         {&e->y, B * K * E, "expert outputs"}, {&e->xl, B * E, "output rows"},
         {&e->tmp, B * E, "activations"},
+        {&e->xg, e->expert_matvec ? B * K * E : 4, "expert inputs"},
+        {&e->hu, e->expert_matvec ? B * K * hp->n_ff_exp : 4, "expert hidden"},
+        {&e->yg, e->expert_matvec ? B * K * E : 4, "expert outputs"},
     };
     int r;
     for (size_t i = 0; i < sizeof(d) / sizeof(d[0]); i++)
@@ -932,7 +1008,8 @@ static int alloc_scratch(engine_vk_t *e, char *err, size_t errlen)
     if ((r = new_buf(e, VKC_MEM_HOST, 4 * AL(B * K * 4), &e->route, "routing", err, errlen)) < 0)
         return r;
     e->off_entries = AL(X * sizeof(vkc_moe_slot_t));
-    if ((r = new_buf(e, VKC_MEM_HOST, e->off_entries + B * K * sizeof(vkc_moe_entry_t), &e->table,
+    e->off_gids = AL(e->off_entries + B * K * sizeof(vkc_moe_entry_t));
+    if ((r = new_buf(e, VKC_MEM_HOST, e->off_gids + B * K * 4, &e->table,
                      "slot table", err, errlen)) < 0)
         return r;
     if ((r = new_buf(e, VKC_MEM_HOST, (uint64_t)e->n_logits_max * hp->n_vocab * 4, &e->logits,
@@ -1055,6 +1132,15 @@ static uint64_t auto_gpu_bytes(engine_vk_t *e)
     return all < avail ? all : avail;
 }
 
+/* Which expert path is faster where: measured with `moe bench decode` (README). */
+static bool expert_matvec_default(const vkc_device_info_t *info)
+{
+    const char *f = getenv("MOE_EXPERT_KERNEL"); // for comparing the two: "slots" or "matvec"
+    if (f && *f)
+        return !strcmp(f, "matvec");
+    return info->type == VKC_DEVICE_CPU;
+}
+
 int engine_vk_new(const engine_vk_config_t *cfg, engine_t **ret, char *err, size_t errlen)
 {
     const model_t *m = cfg->model;
@@ -1097,8 +1183,10 @@ int engine_vk_new(const engine_vk_config_t *cfg, engine_t **ret, char *err, size
     e->mark = calloc(X, 1);
     e->refs = calloc(X, sizeof(expert_ref_t));
     e->logit_rows = calloc(e->n_batch > X ? e->n_batch : X, sizeof(uint32_t));
+    e->grp_start = calloc(X, sizeof(uint32_t));
+    e->grp_count = calloc(X, sizeof(uint32_t));
     if (!e->layers || !e->seqs || !e->uni || !e->pred || !e->pinned || !e->mark || !e->refs ||
-        !e->logit_rows) {
+        !e->logit_rows || !e->grp_start || !e->grp_count) {
         r = -ENOMEM;
         set_err(err, errlen, "out of memory");
         goto fail;
@@ -1116,6 +1204,8 @@ int engine_vk_new(const engine_vk_config_t *cfg, engine_t **ret, char *err, size
         r = -ENOTSUP;
         goto fail;
     }
+    e->expert_matvec = cfg->expert_kernel == ENGINE_EXPERTS_MATVEC ||
+                       (cfg->expert_kernel == ENGINE_EXPERTS_AUTO && expert_matvec_default(info));
     if ((r = vkc_cmd_new(e->vkc, &e->cmd)) < 0) {
         set_err(err, errlen, "cannot create a command buffer: %s", strerror(-r));
         goto fail;

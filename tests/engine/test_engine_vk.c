@@ -251,6 +251,22 @@ START_TEST(test_matches_reference)
     check_validation(e);
     engine_free(e);
 
+    // the other expert path (slot-table kernel vs matvec per expert) is right too
+    // (f16 and q4_0 with both; lavapipe defaults to matvec per expert)
+    if (_i % 2 == 0) {
+        const int kernels[] = {ENGINE_EXPERTS_SLOTS, ENGINE_EXPERTS_MATVEC};
+        for (int kk = 0; kk < 2; kk++) {
+            run_t other = {0};
+            engine_t *o = engine_open_cfg(&t, 0, 1, NULL,
+                                          &(engine_vk_config_t){.expert_kernel = kernels[kk]});
+            run_engine(o, 0, &other);
+            snprintf(what, sizeof(what), "%s %s expert kernel %d", arch, type, kernels[kk]);
+            check_close(&other, &ref, V, what);
+            check_validation(o);
+            engine_free(o);
+            free(other.logits);
+        }
+    }
     // the smallest GPU tier: one layer's top-k; the 8-sequence prompt runs in waves
     uint64_t slot = t.m->expert_bytes + 3 * 2 * 4096;
     e = engine_open_cfg(&t, slot * t.m->hp.n_expert_used, 1 + N_OTHERS, NULL,
