@@ -7,6 +7,7 @@
  *               token's sum, wt(i) = WT[(i / row) * wt_stride + wt_off] or 1 without weights)
  *   3 swiglu    out[i] = silu(a[i]) * b[i]    silu(x) = x / (1 + exp(-x))
  *   4 sig_gate  out[i] = a[i] * sigmoid(b[i])
+ *   5 mul       out[i] = a[i] * b[i]          (per row: each expert output times its weight)
  * B is read as B[i] (b_mode 0), B[i % row] (1: a bias added to every row) or B[i / row]
  * (2: one value per row, the shared expert's gate of each token).
  * Bindings: 0 A float[n]; 1 B float[]; 2 OUT float[n] (may alias A or B); 3 WT float[].
@@ -49,7 +50,9 @@ void main()
     } else if (OP == 3u) {
         float g = A[i];
         OUT[i] = g / (1.0 + exp(-g)) * b_at(i);
-    } else {
+    } else if (OP == 4u) {
         OUT[i] = A[i] / (1.0 + exp(-b_at(i)));
+    } else {
+        OUT[i] = A[i] * b_at(i);
     }
 }

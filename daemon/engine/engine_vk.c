@@ -485,23 +485,26 @@ static uint32_t union_of(engine_vk_t *e, const int32_t *ids, uint32_t count, int
  * entry's row scaled by its weight into Y[row] for the combine. Same math as the slot-table
  * kernel; it reuses the tuned matvec/matmul kernels of every weight type, at the cost of a
  * few dispatches per expert. */
-static int rec_experts_matvec(engine_vk_t *e, uint32_t n, uint32_t count, uint32_t ne,
-                              const model_range_t *rg)
+static int rec_experts_matvec(engine_vk_t *e, uint32_t n, uint32_t count, uint32_t b0,
+                              uint32_t ne, const model_range_t *rg)
 {
     const uint32_t E = e->hp->n_embd, F = e->hp->n_ff_exp;
     const vkc_moe_entry_t *ent =
-        (const vkc_moe_entry_t *)((char *)vkc_buffer_map(e->table) + e->off_entries);
+        (const vkc_moe_entry_t *)((char *)vkc_buffer_map(e->table) + e->off_entries) + b0;
     int32_t *gids = (int32_t *)((char *)vkc_buffer_map(e->table) + e->off_gids);
     int r;
+    // gather ids of this wave at a 256-byte-aligned spot of its own (earlier waves' are done)
+    const uint64_t gofs = AL((uint64_t)b0 * 4);
     for (uint32_t i = 0; i < ne; i++)
-        gids[i] = (int32_t)ent[i].token;
+        gids[gofs / 4 + i] = (int32_t)ent[i].token;
     vkc_embed_args_t g = {.type = 0 /* F32 */, .n_rows = n, .cols = E, .n_tok = ne,
-                          .w = V(e->xb, 0), .ids = V(e->table, e->off_gids), .out = V(e->xg, 0)};
+                          .w = V(e->xb, 0), .ids = V(e->table, e->off_gids + gofs),
+                          .out = V(e->xg, (uint64_t)b0 * E * 4)};
     if ((r = vkc_cmd_embed(e->cmd, &g)) < 0)
         return r;
     barrier(e, "gather -> expert gate/up");
     for (uint32_t j = 0; j < count; j++) {
-        const uint32_t m = e->grp_count[j], s0 = e->grp_start[j];
+        const uint32_t m = e->grp_count[j], s0 = b0 + e->grp_start[j];
         if (!m)
             continue;
         vkc_matvec_args_t a = {.type = rg[MODEL_EXPERT_GATE].type, .rows = F, .cols = E,
@@ -518,12 +521,13 @@ static int rec_experts_matvec(engine_vk_t *e, uint32_t n, uint32_t count, uint32
             return r;
     }
     barrier(e, "expert gate/up -> swiglu");
-    if ((r = rec_elt(e, VKC_SWIGLU, ne * F, V(e->h, 0), V(e->hu, 0), V(e->h, 0), VKC_B_FULL, 0)) <
-        0)
+    if ((r = rec_elt(e, VKC_SWIGLU, ne * F, V(e->h, (uint64_t)b0 * F * 4),
+                     V(e->hu, (uint64_t)b0 * F * 4), V(e->h, (uint64_t)b0 * F * 4), VKC_B_FULL,
+                     0)) < 0)
         return r;
     barrier(e, "swiglu -> expert down");
     for (uint32_t j = 0; j < count; j++) {
-        const uint32_t m = e->grp_count[j], s0 = e->grp_start[j];
+        const uint32_t m = e->grp_count[j], s0 = b0 + e->grp_start[j];
         if (!m)
             continue;
         vkc_matvec_args_t a = {.type = rg[MODEL_EXPERT_DOWN].type, .rows = E, .cols = F,
@@ -534,27 +538,46 @@ static int rec_experts_matvec(engine_vk_t *e, uint32_t n, uint32_t count, uint32
         if ((r = vkc_cmd_matvec(e->cmd, &a)) < 0)
             return r;
     }
-    barrier(e, "expert down -> weighted rows");
-    for (uint32_t i = 0; i < ne; i++) {
-        vkc_eltwise_args_t sc = {.op = VKC_SCALE, .n = E, .a = V(e->yg, (uint64_t)i * E * 4),
-                                 .out = V(e->y, (uint64_t)ent[i].row * E * 4),
-                                 .s = ent[i].weight};
-        if ((r = vkc_cmd_eltwise(e->cmd, &sc)) < 0)
-            return r;
-    }
     return 0;
+}
+
+/* After the last wave of the matvec path: Y[t k + j] = w(t, j) * YG[entry of (t, j)] over
+ * all the layer's entries: a gather by row, then a per-row product with the routing
+ * weights, which are laid out [t][j] like the rows. */
+static int rec_experts_matvec_finish(engine_vk_t *e, uint32_t n, uint32_t total)
+{
+    const uint32_t E = e->hp->n_embd, rows = n * e->hp->n_expert_used;
+    const vkc_moe_entry_t *ent =
+        (const vkc_moe_entry_t *)((char *)vkc_buffer_map(e->table) + e->off_entries);
+    const uint64_t pofs = e->off_gids + AL((uint64_t)e->n_batch * e->hp->n_expert_used * 4) + 256;
+    int32_t *perm = (int32_t *)((char *)vkc_buffer_map(e->table) + pofs);
+    int r;
+    for (uint32_t i = 0; i < rows; i++)
+        perm[i] = -1; // a row no entry writes (an invalid id): zeros
+    for (uint32_t i = 0; i < total; i++)
+        perm[ent[i].row] = (int32_t)i;
+    barrier(e, "expert down -> weighted rows");
+    vkc_embed_args_t sc = {.type = 0 /* F32 */, .n_rows = total, .cols = E, .n_tok = rows,
+                           .w = V(e->yg, 0), .ids = V(e->table, pofs), .out = V(e->y, 0)};
+    if ((r = vkc_cmd_embed(e->cmd, &sc)) < 0)
+        return r;
+    barrier(e, "gathered rows -> weights");
+    return rec_elt(e, VKC_MUL, rows * E, V(e->y, 0), V(e->route, e->off_rw), V(e->y, 0),
+                   VKC_B_PER_ROW, E);
 }
 
 /* Records the expert FFN of entries whose expert is among uni[first..first+count), whose
  * refs are refs[0..count). Slot table index = union position. */
-static int rec_experts(engine_vk_t *e, uint32_t il, uint32_t n, uint32_t first, uint32_t count)
+static int rec_experts(engine_vk_t *e, uint32_t il, uint32_t n, uint32_t first, uint32_t count,
+                       uint32_t *base)
 {
     const model_hparams_t *hp = e->hp;
     const uint32_t K = hp->n_expert_used;
     const int32_t *ids = vkc_buffer_map(e->route);
     const float *w = (const float *)((char *)vkc_buffer_map(e->route) + e->off_rw);
     vkc_moe_slot_t *slots = vkc_buffer_map(e->table);
-    vkc_moe_entry_t *ent = (vkc_moe_entry_t *)((char *)slots + e->off_entries);
+    // this wave's entries follow the earlier waves' (their outputs stay where they are)
+    vkc_moe_entry_t *ent = (vkc_moe_entry_t *)((char *)slots + e->off_entries) + *base;
     uint32_t ne = 0;
     int r;
     for (uint32_t j = 0; j < count; j++) {
@@ -580,8 +603,10 @@ static int rec_experts(engine_vk_t *e, uint32_t il, uint32_t n, uint32_t first, 
     model_range_t rg[MODEL_EXPERT_PARTS];
     if ((r = model_expert_ranges(e->base.model, il, (uint32_t)e->uni[first], rg)) < 0)
         return r;
+    const uint32_t b0 = *base;
+    *base += ne;
     if (e->expert_matvec)
-        return rec_experts_matvec(e, n, count, ne, rg);
+        return rec_experts_matvec(e, n, count, b0, ne, rg);
     vkc_moe_args_t a = {
         .gate_up_type = rg[MODEL_EXPERT_GATE].type,
         .down_type = rg[MODEL_EXPERT_DOWN].type,
@@ -592,7 +617,7 @@ static int rec_experts(engine_vk_t *e, uint32_t il, uint32_t n, uint32_t first, 
         .n_tok = n,
         .n_rows = n * K,
         .slots = V(e->table, 0),
-        .entries = V(e->table, e->off_entries),
+        .entries = V(e->table, e->off_entries + (uint64_t)b0 * sizeof(vkc_moe_entry_t)),
         .x = V(e->xb, 0),
         .h = V(e->h, 0),
         .y = V(e->y, 0),
@@ -617,7 +642,7 @@ static int do_experts(engine_vk_t *e, uint32_t il, uint32_t n)
     const uint32_t K = e->hp->n_expert_used;
     const int32_t *ids = vkc_buffer_map(e->route);
     uint32_t u = union_of(e, ids, n * K, e->uni);
-    uint32_t first = 0, wave = u;
+    uint32_t first = 0, wave = u, base = 0;
     uint64_t t0;
     int r;
 
@@ -635,7 +660,7 @@ static int do_experts(engine_vk_t *e, uint32_t il, uint32_t n)
                 e->stats.io_errors++;
             return r == -EBUSY ? -ENOMEM : r;
         }
-        if ((r = rec_experts(e, il, n, first, cnt)) < 0) {
+        if ((r = rec_experts(e, il, n, first, cnt, &base)) < 0) {
             expert_store_release(e->store, il, e->uni + first, cnt);
             return r;
         }
@@ -655,7 +680,7 @@ static int do_experts(engine_vk_t *e, uint32_t il, uint32_t n)
         }
         first += cnt;
     }
-    return 0;
+    return e->expert_matvec && base ? rec_experts_matvec_finish(e, n, base) : 0;
 }
 
 /* After the expert FFN of layer il: x += combine (+ gated shared expert). */
@@ -1009,7 +1034,9 @@ static int alloc_scratch(engine_vk_t *e, char *err, size_t errlen)
         return r;
     e->off_entries = AL(X * sizeof(vkc_moe_slot_t));
     e->off_gids = AL(e->off_entries + B * K * sizeof(vkc_moe_entry_t));
-    if ((r = new_buf(e, VKC_MEM_HOST, e->off_gids + B * K * 4, &e->table,
+    // gather ids (each wave's at the next 256-byte boundary: at most 255 bytes of slack in
+    // all) + the row permutation
+    if ((r = new_buf(e, VKC_MEM_HOST, e->off_gids + AL(B * K * 4) + 256 + AL(B * K * 4), &e->table,
                      "slot table", err, errlen)) < 0)
         return r;
     if ((r = new_buf(e, VKC_MEM_HOST, (uint64_t)e->n_logits_max * hp->n_vocab * 4, &e->logits,

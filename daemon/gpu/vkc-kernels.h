@@ -83,8 +83,9 @@ enum vkc_eltwise_op {
     VKC_ACCUM = 2,    /* out += s * wt(i) * a: weighted accumulate */
     VKC_SWIGLU = 3,   /* out = silu(a) * b (a = gate, b = up) */
     VKC_SIG_GATE = 4, /* out = a * sigmoid(b) */
+    VKC_MUL = 5,      /* out = a * b */
 };
-/* How b is indexed for ADD, SWIGLU and SIG_GATE. */
+/* How b is indexed for ADD, SWIGLU, SIG_GATE and MUL. */
 enum vkc_bcast {
     VKC_B_FULL = 0,    /* b[i] */
     VKC_B_ROW = 1,     /* b[i % row]: one row added to every row (a bias) */

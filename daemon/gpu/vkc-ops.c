@@ -92,9 +92,10 @@ _Static_assert(sizeof(struct vkc_pc_eltwise) == 28, "mirrors PC in shaders/eltwi
 int vkc_cmd_eltwise(vkc_cmd_t *cmd, const vkc_eltwise_args_t *a)
 {
     vkc_ctx_t *ctx = cmd->ctx;
-    bool uses_b = a->op == VKC_ADD || a->op == VKC_SWIGLU || a->op == VKC_SIG_GATE;
+    bool uses_b = a->op == VKC_ADD || a->op == VKC_SWIGLU || a->op == VKC_SIG_GATE ||
+                  a->op == VKC_MUL;
     bool has_wt = a->op == VKC_ACCUM && a->wt.buf;
-    if ((unsigned)a->op > VKC_SIG_GATE || a->n == 0 || !aligned(cmd, a->a) ||
+    if ((unsigned)a->op > VKC_MUL || a->n == 0 || !aligned(cmd, a->a) ||
         !aligned(cmd, a->out) || (uses_b && !aligned(cmd, a->b)) ||
         (has_wt && (!aligned(cmd, a->wt) || a->row == 0)) || (unsigned)a->b_mode > VKC_B_PER_ROW ||
         (uses_b && a->b_mode != VKC_B_FULL && a->row == 0))

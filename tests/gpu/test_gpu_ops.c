@@ -220,7 +220,8 @@ START_TEST(eltwise_broadcast_matches_reference)
         enum vkc_eltwise_op op;
         enum vkc_bcast mode;
     } cases[] = {{VKC_ADD, VKC_B_ROW},        {VKC_SWIGLU, VKC_B_ROW},
-                 {VKC_SIG_GATE, VKC_B_PER_ROW}, {VKC_ADD, VKC_B_PER_ROW}};
+                 {VKC_SIG_GATE, VKC_B_PER_ROW}, {VKC_ADD, VKC_B_PER_ROW},
+                 {VKC_MUL, VKC_B_PER_ROW},      {VKC_MUL, VKC_B_ROW}};
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
         for (uint32_t i = 0; i < n; i++) {
             float bi = cases[c].mode == VKC_B_ROW ? b[i % row] : b[i / row];
@@ -228,6 +229,8 @@ START_TEST(eltwise_broadcast_matches_reference)
                 want[i] = a[i] + bi;
             else if (cases[c].op == VKC_SWIGLU)
                 ref_swiglu(&a[i], &bi, 1, &want[i]);
+            else if (cases[c].op == VKC_MUL)
+                want[i] = a[i] * bi;
             else
                 want[i] = a[i] * ref_sigmoid(bi);
         }
