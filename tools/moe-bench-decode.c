@@ -231,13 +231,16 @@ static void stats_sub(engine_stats_t *d, const engine_stats_t *a, const engine_s
         .expert_host_hits = a->expert_host_hits - b->expert_host_hits,
         .prefetch_issued = a->prefetch_issued - b->prefetch_issued,
         .prefetch_used = a->prefetch_used - b->prefetch_used,
+        .guesses = a->guesses - b->guesses,
+        .guesses_right = a->guesses_right - b->guesses_right,
         .waves = a->waves - b->waves,
         .io_errors = a->io_errors - b->io_errors,
         .read_wait_ns = a->read_wait_ns - b->read_wait_ns,
         .gpu_wait_ns = a->gpu_wait_ns - b->gpu_wait_ns,
     };
-    d->prefetch_accuracy =
-        d->prefetch_issued ? (double)d->prefetch_used / (double)d->prefetch_issued : -1;
+    // how often the guess was right, counted by the engine per guessed expert (issued vs
+    // used counts straddle the window: a guess issued before it can be used inside it)
+    d->prefetch_accuracy = d->guesses ? (double)d->guesses_right / (double)d->guesses : -1;
 }
 
 static int32_t argmax(const float *x, uint32_t n)
@@ -349,10 +352,10 @@ static void stats_add(engine_stats_t *a, const engine_stats_t *d)
     a->expert_hits += d->expert_hits, a->expert_misses += d->expert_misses;
     a->bytes_streamed += d->bytes_streamed, a->expert_host_hits += d->expert_host_hits;
     a->prefetch_issued += d->prefetch_issued, a->prefetch_used += d->prefetch_used;
+    a->guesses += d->guesses, a->guesses_right += d->guesses_right;
     a->waves += d->waves, a->io_errors += d->io_errors;
     a->read_wait_ns += d->read_wait_ns, a->gpu_wait_ns += d->gpu_wait_ns;
-    a->prefetch_accuracy =
-        a->prefetch_issued ? (double)a->prefetch_used / (double)a->prefetch_issued : -1;
+    a->prefetch_accuracy = a->guesses ? (double)a->guesses_right / (double)a->guesses : -1;
 }
 
 /* Adds pass p's times, counts and stats to acc (acc->ids stays). */
@@ -622,7 +625,7 @@ static void report_json(const dec_report_t *R)
            ",\"expert_host_hits\":%" PRIu64 ",\"bytes_streamed\":%" PRIu64,
            d->expert_hits, d->expert_misses, d->expert_host_hits, d->bytes_streamed);
     json_num("bytes_streamed_per_token", R->streamed_per_token, true);
-    json_num("prefetch_accuracy", d->prefetch_accuracy, d->prefetch_issued > 0);
+    json_num("prefetch_accuracy", d->prefetch_accuracy, d->guesses > 0);
     printf(",\"prefetch_issued\":%" PRIu64 ",\"prefetch_used\":%" PRIu64 ",\"waves\":%" PRIu64
            ",\"read_wait_ns\":%" PRIu64 ",\"gpu_wait_ns\":%" PRIu64,
            d->prefetch_issued, d->prefetch_used, d->waves, d->read_wait_ns, d->gpu_wait_ns);
@@ -667,11 +670,12 @@ static void report_text(const dec_report_t *R)
     printf("    experts  hit rate %.3f (host tier %.3f of misses), %.2f MiB streamed per token, "
            "prefetch accuracy ",
            R->hit_rate, R->host_hit_rate, R->streamed_per_token / 1048576.0);
-    if (d->prefetch_issued)
-        printf("%.3f (%" PRIu64 " of %" PRIu64 ")", d->prefetch_accuracy, d->prefetch_used,
-               d->prefetch_issued);
+    if (d->guesses)
+        printf("%.3f (%" PRIu64 " of %" PRIu64 " guessed experts routed to; %" PRIu64
+               " read ahead)",
+               d->prefetch_accuracy, d->guesses_right, d->guesses, d->prefetch_issued);
     else
-        printf("n/a (none issued)");
+        printf("n/a (no guesses)");
     printf(", %" PRIu64 " waves\n    waited   %.3f s for reads, %.3f s for the device\n", d->waves,
            (double)d->read_wait_ns * 1e-9, (double)d->gpu_wait_ns * 1e-9);
     printf("    memory   peak RSS %.1f MiB (on a unified-memory device the GPU tier is host RAM "

@@ -30,6 +30,9 @@ typedef struct engine_stats {
     uint64_t expert_host_hits;  /* misses of the GPU tier served from the host tier */
     uint64_t prefetch_issued;   /* experts read ahead on a guess */
     uint64_t prefetch_used;     /* ... that the layer then used */
+    uint64_t guesses;           /* experts guessed for the next layer (prefetch_accuracy =
+                                 * guesses_right / guesses) */
+    uint64_t guesses_right;     /* ... that the layer then routed to */
     uint64_t waves;             /* extra passes when a batch needed more experts than fit */
     uint64_t io_errors;
     uint64_t read_wait_ns;      /* time the step waited for expert reads */

@@ -900,6 +900,8 @@ static void vk_stats(engine_t *base, engine_stats_t *ret)
     ret->io_errors = s.io_errors;
     ret->device_bytes = vkc_ctx_device_bytes(e->vkc);
     ret->gpu_cache_bytes = e->gpu_cache_bytes;
+    ret->guesses = e->guess_total;
+    ret->guesses_right = e->guess_right;
     ret->prefetch_accuracy =
         e->guess_total ? (double)e->guess_right / (double)e->guess_total : -1.0;
 }

@@ -167,7 +167,6 @@ def bench_decode(path):
     # a gpu cache of a layer's top-k streams: something must have been read
     assert j["expert_misses"] > 0 and j["bytes_streamed_per_token"] > 0, j
     assert j["prefetch_accuracy"] is None or 0 <= j["prefetch_accuracy"] <= 1
-    assert j["prefetch_used"] <= j["prefetch_issued"]
     assert j["resident_misses"] == 0, "the resident pass still read experts"
     assert j["tokens_equal"] is True, "streaming and resident passes chose different tokens"
     assert j["bound"] in ("compute", "io")
