@@ -28,87 +28,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "engine/engine.h"
-#include "engine/expert_store.h"
-#include "gpu/vkc.h"
+#include "engine/engine_vk-internal.h"
 #include "iouring/moeio.h"
-#include "model/quant.h"
 
-#define WT_PARTS_MAX 64
-/* Sub-buffer offsets of host-visible operands: kernels bind at multiples of the storage
- * offset alignment, which Vulkan caps at 256. */
-#define AL(x) (((uint64_t)(x) + 255) & ~(uint64_t)255)
-
-/* A resident weight tensor, possibly split into row ranges that each fit one binding. */
-typedef struct wt {
-    uint32_t type, rows, cols, n_parts;
-    uint64_t row_bytes;
-    struct {
-        vkc_buffer_t *buf;
-        uint32_t row0, rows;
-    } part[WT_PARTS_MAX];
-} wt_t;
-
-typedef struct vk_layer {
-    wt_t attn_norm, wq, wk, wv, wo, bq, bk, bv, q_norm, k_norm, ffn_norm, router;
-    wt_t gate_shexp, up_shexp, down_shexp, shexp_gate;
-    vkc_buffer_t *k_cache, *v_cache;
-} vk_layer_t;
-
-typedef struct vk_seq {
-    bool used;
-    uint32_t n_pos; /* positions 0..n_pos-1 are in the KV cache */
-} vk_seq_t;
-
-typedef struct engine_vk {
-    engine_t base;
-    engine_vk_config_t cfg;
-    const model_hparams_t *hp;
-    vkc_ctx_t *vkc;
-    vkc_cmd_t *cmd;
-    expert_store_t *store;
-    wt_t tok_embd, output_norm, output;
-    bool output_is_embd;
-    vk_layer_t *layers;
-    vk_seq_t *seqs;
-    uint32_t n_batch, n_logits_max, ff_max;
-    /* device scratch, sized for n_batch entries */
-    vkc_buffer_t *x, *xb, *xb2, *q, *k, *v, *att, *ffo, *sg, *su, *gsh, *rlog, *plog, *h, *y,
-        *xl, *tmp, *xg, *hu, *yg;
-    /* host-visible */
-    vkc_buffer_t *inp;    /* ids [WT_PARTS_MAX][n_batch], pos, kv rows, ranges [2 n_batch] */
-    vkc_buffer_t *route;  /* ids, weights [n_batch][k] of the layer; guesses for the next */
-    vkc_buffer_t *table;  /* vkc_moe_slot_t [n_expert], vkc_moe_entry_t [n_batch k] */
-    vkc_buffer_t *logits; /* [n_logits_max][n_vocab] */
-    uint64_t off_pos, off_rows, off_ranges, off_pids, off_pw, off_rw, off_entries, off_gids;
-    /* host scratch */
-    int32_t *uni;        /* union of a layer's experts */
-    int32_t *pred;       /* guessed experts of the next layer */
-    uint32_t n_pred;
-    int32_t *pinned;     /* experts pinned for the layer in flight */
-    uint32_t n_pinned, pinned_layer;
-    uint8_t *mark;       /* [n_expert] */
-    expert_ref_t *refs;
-    uint32_t *logit_rows;
-    uint32_t *grp_start, *grp_count; /* [n_expert]: each wave expert's entries */
-    bool expert_matvec;              /* expert FFN through matvec, not the slot-table kernel */
-    engine_stats_t stats;
-    uint64_t guess_total, guess_right;
-    uint64_t gpu_cache_bytes; /* the tier's budget in use */
-    bool shrunk;              /* smaller than asked: the device had no more */
-} engine_vk_t;
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (!err || !errlen)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+#define set_err engine_vk_set_err
 
 static uint64_t now_ns(void)
 {
@@ -120,107 +43,6 @@ static uint64_t now_ns(void)
 static vkc_view_t V(vkc_buffer_t *b, uint64_t off)
 {
     return (vkc_view_t){b, off};
-}
-
-/* ---- loading ------------------------------------------------------------------------- */
-
-typedef struct loader {
-    moeio_t *io;
-    moeio_pool_t *pool;
-    uint64_t done, total;
-    engine_vk_t *e;
-} loader_t;
-
-/* Reads [off, off+len) of the file into buf at dst_off, through the pool in pieces. */
-static int load_bytes(loader_t *ld, uint64_t off, uint64_t len, vkc_buffer_t *buf,
-                      uint64_t dst_off)
-{
-    const uint64_t piece = moeio_pool_size(ld->pool) - 2 * MOEIO_ALIGN;
-    while (len) {
-        uint64_t n = len < piece ? len : piece;
-        moeio_read_t rd = {.offset = off, .len = n, .dst = moeio_pool_base(ld->pool)};
-        int r = moeio_read_batch(ld->io, &rd, 1);
-        if (r < 0)
-            return r;
-        r = vkc_buffer_write(ld->e->vkc, buf, dst_off, (char *)rd.dst + rd.inner, n);
-        if (r < 0)
-            return r;
-        off += n;
-        dst_off += n;
-        len -= n;
-        ld->done += n;
-        if (ld->e->cfg.progress)
-            ld->e->cfg.progress(ld->e->cfg.progress_userdata, ld->done, ld->total);
-    }
-    return 0;
-}
-
-/* Uploads tensor t as rows x cols (rows = product of the outer dims). Absent: empty wt. */
-static int wt_load(loader_t *ld, const gguf_tensor_t *t, wt_t *w, char *err, size_t errlen)
-{
-    engine_vk_t *e = ld->e;
-    const vkc_device_info_t *info = vkc_ctx_info(e->vkc);
-    uint64_t rows = 1, row_bytes, limit;
-    int r;
-    memset(w, 0, sizeof(*w));
-    if (!t)
-        return 0;
-    for (uint32_t d = 1; d < t->n_dims; d++)
-        rows *= t->ne[d];
-    r = quant_row_size(t->type, t->ne[0], &row_bytes);
-    if (r < 0 || rows > UINT32_MAX || t->ne[0] > UINT32_MAX || row_bytes * rows != t->size) {
-        set_err(err, errlen, "tensor %s: size does not match its type and shape", t->name);
-        return -EINVAL;
-    }
-    if (t->type != 0 /* F32 */ && !vkc_matvec_supports(t->type)) {
-        set_err(err, errlen, "tensor %s: type %" PRIu32 " has no Vulkan kernel", t->name,
-                t->type);
-        return -ENOTSUP;
-    }
-    w->type = t->type;
-    w->rows = (uint32_t)rows;
-    w->cols = (uint32_t)t->ne[0];
-    w->row_bytes = row_bytes;
-    // one binding reaches maxStorageBufferRange bytes (128 MiB on lavapipe): split by rows
-    limit = info->max_storage_range < info->max_allocation ? info->max_storage_range
-                                                           : info->max_allocation;
-    limit = limit > 4096 ? limit - 4096 : limit;
-    uint64_t per = limit / row_bytes;
-    if (per == 0 || (rows + per - 1) / per > WT_PARTS_MAX) {
-        set_err(err, errlen, "tensor %s: rows of %" PRIu64 " bytes exceed the device's binding "
-                "limit of %" PRIu64, t->name, row_bytes, limit);
-        return -E2BIG;
-    }
-    for (uint64_t r0 = 0; r0 < rows; r0 += per) {
-        uint32_t n = (uint32_t)(rows - r0 < per ? rows - r0 : per);
-        uint32_t p = w->n_parts++;
-        w->part[p].row0 = (uint32_t)r0;
-        w->part[p].rows = n;
-        r = vkc_buffer_new(e->vkc, VKC_MEM_DEVICE, (uint64_t)n * row_bytes, &w->part[p].buf);
-        if (r < 0) {
-            set_err(err, errlen, "tensor %s: no device memory for %" PRIu64 " bytes", t->name,
-                    (uint64_t)n * row_bytes);
-            return r;
-        }
-        r = load_bytes(ld, t->offset + r0 * row_bytes, (uint64_t)n * row_bytes, w->part[p].buf, 0);
-        if (r < 0) {
-            set_err(err, errlen, "tensor %s: reading the model: %s", t->name, strerror(-r));
-            return r;
-        }
-    }
-    return 0;
-}
-
-static void wt_free(wt_t *w)
-{
-    for (uint32_t p = 0; p < w->n_parts; p++)
-        vkc_buffer_free(w->part[p].buf);
-    memset(w, 0, sizeof(*w));
-}
-
-static uint64_t tensor_bytes(const gguf_tensor_t *t)
-{
-    return t ? t->size : 0;
 }
 
 /* ---- recording helpers ------------------------------------------------------------------ */
@@ -781,8 +603,8 @@ static int run_chunk(engine_vk_t *e, const engine_entry_t *en, uint32_t n, float
         if (guess) {
             // read layer il + 1's likely experts while the device computes
             take_guess(e, n);
-            int p = expert_store_prefetch(e->store, il + 1, e->pred, e->n_pred);
-            (void)p;
+            // a hint: a guess that cannot start (tier pinned, bad id) costs nothing later
+            (void)expert_store_prefetch(e->store, il + 1, e->pred, e->n_pred);
         }
     }
     // logits of the rows that ask for them, gathered so the output matrix is read once
@@ -931,14 +753,14 @@ static void vk_free(engine_t *base)
                           &l->ffn_norm,  &l->router,   &l->gate_shexp, &l->up_shexp,
                           &l->down_shexp, &l->shexp_gate};
             for (size_t i = 0; i < sizeof(ws) / sizeof(ws[0]); i++)
-                wt_free(ws[i]);
+                engine_vk_wt_free(ws[i]);
             vkc_buffer_free(l->k_cache);
             vkc_buffer_free(l->v_cache);
         }
     if (!e->output_is_embd)
-        wt_free(&e->output);
-    wt_free(&e->tok_embd);
-    wt_free(&e->output_norm);
+        engine_vk_wt_free(&e->output);
+    engine_vk_wt_free(&e->tok_embd);
+    engine_vk_wt_free(&e->output_norm);
     free(e->layers);
     vkc_ctx_free(e->vkc);
     free(e->seqs);
@@ -963,204 +785,6 @@ static const engine_vtable_t vk_vtable = {
 };
 
 /* ---- construction ------------------------------------------------------------------------ */
-
-static uint64_t resident_bytes(const model_t *m)
-{
-    uint64_t b = tensor_bytes(m->tok_embd) + tensor_bytes(m->output_norm);
-    if (m->output && m->output != m->tok_embd)
-        b += tensor_bytes(m->output);
-    for (uint32_t il = 0; il < m->hp.n_layer; il++) {
-        const model_layer_t *t = &m->layers[il];
-        const gguf_tensor_t *ts[] = {t->attn_norm, t->wq,       t->wk,         t->wv,
-                                     t->wo,        t->bq,       t->bk,         t->bv,
-                                     t->q_norm,    t->k_norm,   t->ffn_norm,   t->router,
-                                     t->gate_shexp, t->up_shexp, t->down_shexp, t->shexp_gate};
-        for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++)
-            b += tensor_bytes(ts[i]);
-    }
-    return b;
-}
-
-static int new_buf(engine_vk_t *e, enum vkc_mem_kind kind, uint64_t bytes, vkc_buffer_t **ret,
-                   const char *what, char *err, size_t errlen)
-{
-    int r = vkc_buffer_new(e->vkc, kind, bytes ? bytes : 16, ret);
-    if (r < 0)
-        set_err(err, errlen, "%s: cannot allocate %" PRIu64 " bytes of %s memory: %s", what, bytes,
-                kind == VKC_MEM_DEVICE ? "device" : "host-visible", strerror(-r));
-    return r;
-}
-
-static int alloc_scratch(engine_vk_t *e, char *err, size_t errlen)
-{
-    const model_hparams_t *hp = e->hp;
-    const uint64_t B = e->n_batch, E = hp->n_embd, K = hp->n_expert_used, X = hp->n_expert;
-    const uint64_t nq = (uint64_t)hp->n_head * hp->head_dim_k,
-                   nk = (uint64_t)hp->n_head_kv * hp->head_dim_k,
-                   nv = (uint64_t)hp->n_head_kv * hp->head_dim_v,
-                   no = (uint64_t)hp->n_head * hp->head_dim_v;
-    const uint64_t S = hp->n_ff_shexp ? hp->n_ff_shexp : 1;
-    const struct {
-        vkc_buffer_t **b;
-        uint64_t floats;
-        const char *what;
-    } d[] = {
-        {&e->x, B * E, "activations"},      {&e->xb, B * E, "activations"},
-        {&e->xb2, B * E, "activations"},    {&e->q, B * nq, "queries"},
-        {&e->k, B * nk, "keys"},            {&e->v, B * nv, "values"},
-        {&e->att, B * no, "attention"},     {&e->ffo, B * E, "activations"},
-        {&e->sg, B * S, "shared expert"},   {&e->su, B * S, "shared expert"},
-        {&e->gsh, B, "shared expert gate"}, {&e->rlog, B * X, "router logits"},
-        {&e->plog, B * X, "router logits"}, {&e->h, B * K * hp->n_ff_exp, "expert hidden"},
-        {&e->y, B * K * E, "expert outputs"}, {&e->xl, B * E, "output rows"},
-        {&e->tmp, B * E, "activations"},
-        {&e->xg, e->expert_matvec ? B * K * E : 4, "expert inputs"},
-        {&e->hu, e->expert_matvec ? B * K * hp->n_ff_exp : 4, "expert hidden"},
-        {&e->yg, e->expert_matvec ? B * K * E : 4, "expert outputs"},
-    };
-    int r;
-    for (size_t i = 0; i < sizeof(d) / sizeof(d[0]); i++)
-        if ((r = new_buf(e, VKC_MEM_DEVICE, d[i].floats * 4, d[i].b, d[i].what, err, errlen)) < 0)
-            return r;
-    // host-visible: step inputs, routing read-back, slot table + entries, logits
-    e->off_pos = (uint64_t)WT_PARTS_MAX * AL(B * 4);
-    e->off_rows = AL(e->off_pos + B * 4);
-    e->off_ranges = AL(e->off_rows + B * 4);
-    if ((r = new_buf(e, VKC_MEM_HOST, e->off_ranges + 2 * B * 4, &e->inp, "step inputs", err,
-                     errlen)) < 0)
-        return r;
-    e->off_rw = AL(B * K * 4);
-    e->off_pids = 2 * AL(B * K * 4);
-    e->off_pw = 3 * AL(B * K * 4);
-    if ((r = new_buf(e, VKC_MEM_HOST, 4 * AL(B * K * 4), &e->route, "routing", err, errlen)) < 0)
-        return r;
-    e->off_entries = AL(X * sizeof(vkc_moe_slot_t));
-    e->off_gids = AL(e->off_entries + B * K * sizeof(vkc_moe_entry_t));
-    // gather ids (each wave's at the next 256-byte boundary: at most 255 bytes of slack in
-    // all) + the row permutation
-    if ((r = new_buf(e, VKC_MEM_HOST, e->off_gids + AL(B * K * 4) + 256 + AL(B * K * 4), &e->table,
-                     "slot table", err, errlen)) < 0)
-        return r;
-    if ((r = new_buf(e, VKC_MEM_HOST, (uint64_t)e->n_logits_max * hp->n_vocab * 4, &e->logits,
-                     "logits", err, errlen)) < 0)
-        return r;
-    return 0;
-}
-
-static int load_weights(engine_vk_t *e, char *err, size_t errlen)
-{
-    const model_t *m = e->base.model;
-    loader_t ld = {.e = e, .total = resident_bytes(m)};
-    moeio_config_t io = {.backend = (enum moeio_backend)e->cfg.io_backend,
-                         .buffered = e->cfg.io_buffered, .depth = 4};
-    int r = moeio_pool_new(16u << 20, 0, &ld.pool);
-    if (r < 0) {
-        set_err(err, errlen, "no memory for the load buffer");
-        return r;
-    }
-    r = moeio_new(e->cfg.path, &io, ld.pool, &ld.io);
-    if (r < 0) {
-        set_err(err, errlen, "%s: %s", e->cfg.path, strerror(-r));
-        goto out;
-    }
-    if ((r = wt_load(&ld, m->tok_embd, &e->tok_embd, err, errlen)) < 0 ||
-        (r = wt_load(&ld, m->output_norm, &e->output_norm, err, errlen)) < 0)
-        goto out;
-    // tied output: logits use token_embd (llama-model.cpp, TENSOR_DUPLICATED)
-    if (m->output && m->output != m->tok_embd) {
-        if ((r = wt_load(&ld, m->output, &e->output, err, errlen)) < 0)
-            goto out;
-    } else {
-        e->output = e->tok_embd;
-        e->output_is_embd = true;
-    }
-    for (uint32_t il = 0; il < m->hp.n_layer; il++) {
-        const model_layer_t *t = &m->layers[il];
-        vk_layer_t *l = &e->layers[il];
-        const struct {
-            const gguf_tensor_t *t;
-            wt_t *w;
-        } parts[] = {
-            {t->attn_norm, &l->attn_norm},   {t->wq, &l->wq},
-            {t->wk, &l->wk},                 {t->wv, &l->wv},
-            {t->wo, &l->wo},                 {t->bq, &l->bq},
-            {t->bk, &l->bk},                 {t->bv, &l->bv},
-            {t->q_norm, &l->q_norm},         {t->k_norm, &l->k_norm},
-            {t->ffn_norm, &l->ffn_norm},     {t->router, &l->router},
-            {t->gate_shexp, &l->gate_shexp}, {t->up_shexp, &l->up_shexp},
-            {t->down_shexp, &l->down_shexp}, {t->shexp_gate, &l->shexp_gate},
-        };
-        for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
-            if ((r = wt_load(&ld, parts[i].t, parts[i].w, err, errlen)) < 0)
-                goto out;
-        // norms, biases and the gate vector are bound whole: they are small and F32
-        const wt_t *vec[] = {&l->attn_norm, &l->ffn_norm, &l->bq, &l->bk, &l->bv, &l->q_norm,
-                             &l->k_norm};
-        for (size_t i = 0; i < sizeof(vec) / sizeof(vec[0]); i++)
-            if (vec[i]->n_parts > 1 || (vec[i]->n_parts && vec[i]->type != 0)) {
-                set_err(err, errlen, "layer %" PRIu32 ": norm and bias vectors must be F32", il);
-                r = -ENOTSUP;
-                goto out;
-            }
-        if ((t->bq != NULL) != (t->bk != NULL) || (t->bq != NULL) != (t->bv != NULL)) {
-            set_err(err, errlen, "layer %" PRIu32 ": q, k and v biases must come together", il);
-            r = -ENOTSUP;
-            goto out;
-        }
-    }
-    if (e->output_norm.type != 0) {
-        set_err(err, errlen, "output_norm must be F32");
-        r = -ENOTSUP;
-    }
-out:
-    moeio_free(ld.io);
-    moeio_pool_free(ld.pool);
-    return r;
-}
-
-static int alloc_kv(engine_vk_t *e, char *err, size_t errlen)
-{
-    const model_hparams_t *hp = e->hp;
-    const uint64_t rows = (uint64_t)e->base.n_seq_max * e->base.n_ctx;
-    const uint64_t kb = rows * hp->n_head_kv * hp->head_dim_k * 2,
-                   vb = rows * hp->n_head_kv * hp->head_dim_v * 2;
-    const vkc_device_info_t *info = vkc_ctx_info(e->vkc);
-    if (kb > info->max_storage_range || vb > info->max_storage_range) {
-        set_err(err, errlen,
-                "KV cache of one layer (%" PRIu64 " bytes for %u sequences x %u positions) "
-                "exceeds the device's binding limit of %" PRIu64 "; lower ctx or parallel",
-                kb, e->base.n_seq_max, e->base.n_ctx, info->max_storage_range);
-        return -E2BIG;
-    }
-    for (uint32_t il = 0; il < hp->n_layer; il++) {
-        int r;
-        if ((r = new_buf(e, VKC_MEM_DEVICE, kb, &e->layers[il].k_cache, "KV cache", err, errlen)) <
-                0 ||
-            (r = new_buf(e, VKC_MEM_DEVICE, vb, &e->layers[il].v_cache, "KV cache", err, errlen)) <
-                0)
-            return r;
-    }
-    return 0;
-}
-
-/* The GPU tier when the caller left it to us: every expert if that fits what the device has
- * left after the rest, else what fits (minus a margin for the driver). */
-static uint64_t auto_gpu_bytes(engine_vk_t *e)
-{
-    const vkc_device_info_t *info = vkc_ctx_info(e->vkc);
-    const model_t *m = e->base.model;
-    uint64_t budget = 0, used = vkc_ctx_device_bytes(e->vkc);
-    for (uint32_t i = 0; i < info->n_heaps; i++)
-        if (info->heaps[i].device_local && info->heaps[i].budget > budget)
-            budget = info->heaps[i].budget;
-    if (e->cfg.device_limit)
-        budget = e->cfg.device_limit;
-    // expert slots are page-rounded: ask for a little more than the raw bytes
-    uint64_t all = m->expert_bytes_total + (uint64_t)m->hp.n_layer * m->hp.n_expert * 3 * 8192;
-    uint64_t avail = budget > used ? (budget - used) / 10 * 8 : 0;
-    return all < avail ? all : avail;
-}
-
 /* Which expert path is faster where: measured with `moe bench decode` (README). */
 static bool expert_matvec_default(const vkc_device_info_t *info)
 {
@@ -1239,15 +863,15 @@ int engine_vk_new(const engine_vk_config_t *cfg, engine_t **ret, char *err, size
         set_err(err, errlen, "cannot create a command buffer: %s", strerror(-r));
         goto fail;
     }
-    if ((r = load_weights(e, err, errlen)) < 0 || (r = alloc_kv(e, err, errlen)) < 0 ||
-        (r = alloc_scratch(e, err, errlen)) < 0)
+    if ((r = engine_vk_load_weights(e, err, errlen)) < 0 || (r = engine_vk_alloc_kv(e, err, errlen)) < 0 ||
+        (r = engine_vk_alloc_scratch(e, err, errlen)) < 0)
         goto fail;
 
     expert_store_config_t sc = {
         .model = m,
         .path = cfg->path,
         .vkc = e->vkc,
-        .gpu_bytes = cfg->gpu_cache_bytes ? cfg->gpu_cache_bytes : auto_gpu_bytes(e),
+        .gpu_bytes = cfg->gpu_cache_bytes ? cfg->gpu_cache_bytes : engine_vk_auto_gpu_bytes(e),
         .host_bytes = cfg->host_cache_bytes,
         .policy = (expert_policy_t)cfg->policy,
         .io = {.backend = (enum moeio_backend)cfg->io_backend,
