@@ -73,20 +73,6 @@ typedef struct {
     double ns_per_access;
 } run_t;
 
-static void json_str(const char *s)
-{
-    putchar('"');
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            printf("\\%c", *s);
-        else if ((unsigned char)*s < 0x20)
-            printf("\\u%04x", *s);
-        else
-            putchar(*s);
-    }
-    putchar('"');
-}
-
 int moe_bench_cache(int argc, char **argv)
 {
     expert_trace_synth_params_t sp = {.n_layer = 48,
@@ -249,7 +235,7 @@ int moe_bench_cache(int argc, char **argv)
 
     if (json) {
         printf("{\"bench\":\"cache\",\"trace\":");
-        json_str(what);
+        moe_json_str(what);
         printf(",\"n_layer\":%u,\"n_expert\":%u,\"batches\":%zu,\"accesses\":%zu,"
                "\"gpu_slots\":%u,\"host_slots\":%u,\"policies\":{",
                t->n_layer, t->n_expert, t->n_batch, t->n_access, slots, host_slots);

@@ -578,20 +578,6 @@ static void report_derive(dec_report_t *R)
     R->active_bw_ratio = R->copy_bps > 0 ? R->active_bps / R->copy_bps : 0;
 }
 
-static void json_str(const char *s)
-{
-    putchar('"');
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            printf("\\%c", *s);
-        else if ((unsigned char)*s < 0x20)
-            printf("\\u%04x", *s);
-        else
-            putchar(*s);
-    }
-    putchar('"');
-}
-
 /* A number, or null when it is not known (JSON has no infinity). */
 static void json_num(const char *key, double v, bool known)
 {
@@ -607,9 +593,9 @@ static void report_json(const dec_report_t *R)
     const engine_stats_t *d = &R->st.dec;
 
     printf("{\"bench\":\"decode\",\"model\":");
-    json_str(o->path);
+    moe_json_str(o->path);
     printf(",\"arch\":\"%s\",\"device\":", model_arch_name(R->m->arch));
-    json_str(R->device);
+    moe_json_str(R->device);
     printf(",\"batch\":%u,\"prompt\":%u,\"tokens\":%u,\"gpu_cache_bytes\":%" PRIu64
            ",\"host_cache_bytes\":%" PRIu64 ",\"expert_bytes_total\":%" PRIu64
            ",\"resident_bytes\":%" PRIu64 ",\"prefetch\":%s",
@@ -638,7 +624,7 @@ static void report_json(const dec_report_t *R)
     json_num("io_bytes_per_s", R->io.bps, R->io.bps > 0);
     printf(",\"io_source\":");
     if (R->io.source)
-        json_str(R->io.source);
+        moe_json_str(R->io.source);
     else
         printf("null");
     json_num("io_tokens_per_s", R->io_tps, R->io_tps > 0);

@@ -525,20 +525,6 @@ static uint64_t lat_quantile(const moeio_stats_t *s, double q)
     return 0;
 }
 
-static void json_str(const char *s)
-{
-    putchar('"');
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            printf("\\%c", *s);
-        else if ((unsigned char)*s < 0x20)
-            printf("\\u%04x", *s);
-        else
-            putchar(*s);
-    }
-    putchar('"');
-}
-
 /* Everything the report prints. */
 typedef struct report {
     const opts_t *o;
@@ -558,9 +544,9 @@ static void report_json(const report_t *R)
     const opts_t *o = R->o;
     const moeio_info_t *in = &R->res.info;
     printf("{\"bench\":\"io\",\"file\":");
-    json_str(o->path);
+    moe_json_str(o->path);
     printf(",\"file_bytes\":%" PRIu64 ",\"layout\":", R->file_bytes);
-    json_str(R->L->what);
+    moe_json_str(R->L->what);
     printf(",\"layers\":%u,\"experts_per_layer\":%u,\"backend\":\"%s\",\"direct\":%s,"
            "\"buffers_registered\":%s,\"depth\":%u,\"rounds\":%u,\"experts\":%" PRIu64
            ",\"reads\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"seconds\":%.3f,"
@@ -580,7 +566,7 @@ static void report_json(const report_t *R)
     printf("\"pool_bytes\":%" PRIu64 ",\"pool_pages\":\"%s\",\"peak_rss_bytes\":%" PRIu64
            ",\"notes\":",
            R->pool_bytes, R->pool_pages, R->rss);
-    json_str(in->text);
+    moe_json_str(in->text);
     printf("}\n");
 }
 

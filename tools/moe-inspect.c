@@ -31,20 +31,6 @@ static const char *type_name(uint32_t t)
     return qt ? qt->name : "unknown";
 }
 
-static void json_str(const char *s)
-{
-    putchar('"');
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            printf("\\%c", *p);
-        else if (*p < 0x20)
-            printf("\\u%04x", *p);
-        else
-            putchar(*p);
-    }
-    putchar('"');
-}
-
 static const char *rope_name(enum model_rope r)
 {
     return r == MODEL_ROPE_NEOX ? "neox" : "norm";
@@ -145,10 +131,10 @@ static void print_json(const char *path, const gguf_t *g, const model_t *m, bool
     type_count_t tc;
     count_types(g, &tc);
     printf("{\"file\":");
-    json_str(path);
+    moe_json_str(path);
     printf(",\"file_bytes\":%" PRIu64 ",\"gguf_version\":%u,\"alignment\":%u,\"name\":",
            gguf_file_size(g), gguf_version(g), gguf_alignment(g));
-    json_str(m->name);
+    moe_json_str(m->name);
     printf(",\"architecture\":\"%s\"", model_arch_name(m->arch));
     printf(",\"hparams\":{\"n_vocab\":%u,\"n_embd\":%u,\"n_layer\":%u,\"n_ctx_train\":%u,"
            "\"n_head\":%u,\"n_head_kv\":%u,\"head_dim\":%u,\"n_rot\":%u,\"n_expert\":%u,"
@@ -181,7 +167,7 @@ static void print_json(const char *path, const gguf_t *g, const model_t *m, bool
         for (size_t i = 0; i < gguf_n_tensors(g); i++) {
             const gguf_tensor_t *t = gguf_tensor(g, i);
             printf("%s{\"name\":", i ? "," : "");
-            json_str(t->name);
+            moe_json_str(t->name);
             printf(",\"type\":\"%s\",\"shape\":[", type_name(t->type));
             for (uint32_t d = 0; d < t->n_dims; d++)
                 printf("%s%" PRIu64, d ? "," : "", t->ne[d]);

@@ -17,6 +17,9 @@ int moe_cmd_tokenize(int argc, char **argv);
 int moe_cmd_detokenize(int argc, char **argv);
 int moe_cmd_bench(int argc, char **argv);
 
+/* Prints s as a JSON string (quotes, escapes) on stdout: the --json outputs. */
+void moe_json_str(const char *s);
+
 /* `moe bench` subcommands; each takes --json and then prints one JSON object whose
  * headline ratio is in the field "ratio". */
 int moe_bench_kernels(int argc, char **argv);
