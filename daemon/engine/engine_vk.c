@@ -402,14 +402,6 @@ static int rec_experts(engine_vk_t *e, uint32_t il, uint32_t n, uint32_t first, 
     vkc_moe_entry_t *ent = (vkc_moe_entry_t *)((char *)slots + e->off_entries) + *base;
     uint32_t ne = 0;
     int r;
-    for (uint32_t j = 0; j < count; j++) {
-        const expert_ref_t *rf = &e->refs[j];
-        r = vkc_moe_slot_set(&slots[j], V(rf->buf, rf->off[MODEL_EXPERT_GATE]),
-                             V(rf->buf, rf->off[MODEL_EXPERT_UP]),
-                             V(rf->buf, rf->off[MODEL_EXPERT_DOWN]));
-        if (r < 0)
-            return r;
-    }
     // entries grouped by expert: each expert's weights are read once for all its tokens
     for (uint32_t j = 0; j < count; j++) {
         int32_t id = e->uni[first + j];
@@ -429,6 +421,14 @@ static int rec_experts(engine_vk_t *e, uint32_t il, uint32_t n, uint32_t first, 
     *base += ne;
     if (e->expert_matvec)
         return rec_experts_matvec(e, n, count, b0, ne, rg);
+    for (uint32_t j = 0; j < count; j++) {
+        const expert_ref_t *rf = &e->refs[j];
+        r = vkc_moe_slot_set(&slots[j], V(rf->buf, rf->off[MODEL_EXPERT_GATE]),
+                             V(rf->buf, rf->off[MODEL_EXPERT_UP]),
+                             V(rf->buf, rf->off[MODEL_EXPERT_DOWN]));
+        if (r < 0)
+            return r;
+    }
     vkc_moe_args_t a = {
         .gate_up_type = rg[MODEL_EXPERT_GATE].type,
         .down_type = rg[MODEL_EXPERT_DOWN].type,
@@ -554,11 +554,39 @@ static void score_guess(engine_vk_t *e, uint32_t n)
 
 /* ---- a step ------------------------------------------------------------------------------ */
 
+/* Final norm and output matrix for cnt rows wanting logits, from logit_rows[first..]: gathered
+ * into xl unless every row of the step wants them (then x is used as is). */
+static int rec_logits(engine_vk_t *e, uint32_t first, uint32_t cnt, bool every_row)
+{
+    const uint32_t E = e->hp->n_embd;
+    vkc_view_t src = V(e->x, 0);
+    int r;
+    if (!every_row || first > 0) {
+        for (uint32_t j = 0; j < cnt; j++) {
+            vkc_eltwise_args_t cp = {
+                .op = VKC_SCALE,
+                .n = E,
+                .a = V(e->x, (uint64_t)e->logit_rows[first + j] * E * 4),
+                .out = V(e->xl, (uint64_t)j * E * 4),
+                .s = 1.0f,
+            };
+            if ((r = vkc_cmd_eltwise(e->cmd, &cp)) < 0)
+                return r;
+        }
+        barrier(e, "gather -> output norm");
+        src = V(e->xl, 0);
+    }
+    if ((r = rec_rmsnorm(e, src, &e->output_norm, V(e->xl, 0), E, cnt, 1)) < 0)
+        return r;
+    barrier(e, "output norm -> output");
+    return rec_matvec(e, &e->output, V(e->xl, 0), E, V(e->logits, 0), e->hp->n_vocab, cnt, false);
+}
+
 static int run_chunk(engine_vk_t *e, const engine_entry_t *en, uint32_t n, float *logits,
                      size_t *n_out)
 {
     const model_hparams_t *hp = e->hp;
-    const uint32_t E = hp->n_embd, L = hp->n_layer;
+    const uint32_t L = hp->n_layer;
     const uint32_t n_ctx = e->base.n_ctx;
     int32_t *in_ids = vkc_buffer_map(e->inp);
     int32_t *in_pos = (int32_t *)((char *)in_ids + e->off_pos);
@@ -611,33 +639,11 @@ static int run_chunk(engine_vk_t *e, const engine_entry_t *en, uint32_t n, float
     for (uint32_t i = 0; i < n; i++)
         if (en[i].logits)
             e->logit_rows[n_log++] = i;
-    for (uint32_t first = 0; first < n_log || (first == 0 && n_log == 0);) {
+    uint32_t first = 0;
+    do {
         uint32_t cnt = n_log - first < e->n_logits_max ? n_log - first : e->n_logits_max;
-        vkc_view_t src = V(e->x, 0);
-        if (cnt) {
-            bool all = n_log == n && cnt == n;
-            if (!all) {
-                for (uint32_t j = 0; j < cnt; j++) {
-                    vkc_eltwise_args_t cp = {
-                        .op = VKC_SCALE,
-                        .n = E,
-                        .a = V(e->x, (uint64_t)e->logit_rows[first + j] * E * 4),
-                        .out = V(e->xl, (uint64_t)j * E * 4),
-                        .s = 1.0f,
-                    };
-                    if ((r = vkc_cmd_eltwise(e->cmd, &cp)) < 0)
-                        goto fail;
-                }
-                barrier(e, "gather -> output norm");
-                src = V(e->xl, 0);
-            }
-            if ((r = rec_rmsnorm(e, src, &e->output_norm, V(e->xl, 0), E, cnt, 1)) < 0)
-                goto fail;
-            barrier(e, "output norm -> output");
-            if ((r = rec_matvec(e, &e->output, V(e->xl, 0), E, V(e->logits, 0), hp->n_vocab, cnt,
-                                false)) < 0)
-                goto fail;
-        }
+        if (cnt && (r = rec_logits(e, first, cnt, n_log == n)) < 0)
+            goto fail;
         if ((r = gpu_wait(e)) < 0)
             goto fail;
         unpin(e);
@@ -645,11 +651,9 @@ static int run_chunk(engine_vk_t *e, const engine_entry_t *en, uint32_t n, float
             memcpy(logits + (*n_out + first) * (size_t)hp->n_vocab, vkc_buffer_map(e->logits),
                    (size_t)cnt * hp->n_vocab * sizeof(float));
         first += cnt;
-        if (n_log == 0 || first >= n_log)
-            break;
-        if ((r = vkc_cmd_begin(e->cmd)) < 0)
-            goto fail;
-    }
+    } while (first < n_log && (r = vkc_cmd_begin(e->cmd)) == 0);
+    if (r < 0)
+        goto fail;
     *n_out += n_log;
     for (uint32_t i = 0; i < n; i++)
         e->seqs[en[i].seq].n_pos = en[i].pos + 1;
