@@ -6,7 +6,12 @@
  * tokens/s is its completion tokens (from usage) over its wall time; "ratio" is the
  * concurrent figure over the single one. Time to first token is from the call to the first
  * streamed piece; inter-token latency is the gap between pieces (moed sends a piece per
- * token). Percentiles are nearest-rank over every request of the phase. */
+ * token). Percentiles are nearest-rank over every request of the phase.
+ *
+ * --rounds N alternates the two phases N times (single, concurrent, single, ...); each round
+ * has its own ratio and the headline ratio is their median, so a burst of load from another
+ * process skews one round, not the result. Tokens, wall time, tokens/s and percentiles are
+ * pooled over all rounds; with one round every figure is the one of that round. */
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
@@ -207,6 +212,101 @@ static void print_pct(const char *what, const samples_t *s)
            percentile(s, 99));
 }
 
+static void phase_free(phase_t *p)
+{
+    free(p->ttft.v);
+    free(p->itl.v);
+    p->ttft = p->itl = (samples_t){0};
+}
+
+/* Add one round's phase to the pooled one: tokens and wall time summed, samples merged.
+ * The pooled phase's samples are sorted and its tokens/s computed by phase_pool_finish(). */
+static int phase_pool(phase_t *into, const phase_t *from)
+{
+    into->clients = from->clients;
+    into->tokens += from->tokens;
+    into->wall_s += from->wall_s;
+    if (samples_merge(&into->ttft, &from->ttft) < 0 || samples_merge(&into->itl, &from->itl) < 0)
+        return -ENOMEM;
+    return 0;
+}
+
+static void phase_pool_finish(phase_t *p)
+{
+    qsort(p->ttft.v, p->ttft.n, sizeof(double), cmp_double);
+    qsort(p->itl.v, p->itl.n, sizeof(double), cmp_double);
+    p->tokens_per_s = p->wall_s > 0 ? (double)p->tokens / p->wall_s : 0;
+}
+
+/* The median of v[0..n) (n >= 1), the mean of the middle two when n is even. */
+static double median(const double *v, int n)
+{
+    double s[MOECTL_MAX_ROUNDS];
+    memcpy(s, v, (size_t)n * sizeof(double));
+    qsort(s, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+
+/* One round: the single phase, then the concurrent one, each pooled; its ratio in ret_ratio. */
+static int run_round(const moectl_t *m, const char *prompt, phase_t *single, phase_t *multi,
+                     double *ret_ratio, char *errmsg, size_t errlen)
+{
+    phase_t one, many;
+    int rc = run_phase(m, prompt, 1, &one, errmsg, errlen);
+    if (rc < 0)
+        return rc;
+    rc = run_phase(m, prompt, m->clients, &many, errmsg, errlen);
+    if (rc < 0) {
+        phase_free(&one);
+        return rc;
+    }
+    *ret_ratio = one.tokens_per_s > 0 ? many.tokens_per_s / one.tokens_per_s : 0;
+    if (phase_pool(single, &one) < 0 || phase_pool(multi, &many) < 0)
+        rc = -ENOMEM;
+    phase_free(&one);
+    phase_free(&many);
+    return rc;
+}
+
+static void print_json(const moectl_t *m, const phase_t *single, const phase_t *multi,
+                       const double *ratios, double ratio)
+{
+    json_t *rr = json_array();
+    for (int i = 0; rr && i < m->rounds; i++)
+        json_array_append_new(rr, json_real(ratios[i]));
+    json_t *o = json_pack("{s:i,s:i,s:i,s:f,s:f,s:i,s:o,s:o,s:o}", "clients", m->clients,
+                          "requests_per_client", m->requests, "max_tokens",
+                          m->params.max_tokens > 0 ? m->params.max_tokens : 64, "tokens_per_s",
+                          multi->tokens_per_s, "ratio", ratio, "rounds", m->rounds, "round_ratios",
+                          rr, "single", phase_json(single), "concurrent", phase_json(multi));
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (s)
+        puts(s);
+    free(s);
+    json_decref(o);
+}
+
+static void print_human(const moectl_t *m, const phase_t *single, const phase_t *multi,
+                        const double *ratios, double ratio)
+{
+    printf("1 client                   %8.1f tokens/s (%lld tokens in %.2f s)\n",
+           single->tokens_per_s, (long long)single->tokens, single->wall_s);
+    char label[32];
+    snprintf(label, sizeof(label), "%d clients", m->clients);
+    printf("%-26s %8.1f tokens/s aggregate, %.2fx one client\n", label, multi->tokens_per_s, ratio);
+    if (m->rounds > 1) {
+        printf("%-26s", "ratio per round");
+        for (int i = 0; i < m->rounds; i++)
+            printf(" %.2f", ratios[i]);
+        printf("   (median %.2f)\n", ratio);
+    }
+    print_pct("time to first token (ms)", &multi->ttft);
+    print_pct("inter-token latency (ms)", &multi->itl);
+}
+
+/* --rounds N runs N single/concurrent pairs back to back, so that a burst of outside load
+ * lands in one round's ratio rather than skewing the whole figure; the headline ratio is the
+ * median of the per-round ratios, every other figure is pooled over the rounds. */
 int moectl_bench(moectl_t *m)
 {
     if (m->n_args > 1) {
@@ -215,50 +315,35 @@ int moectl_bench(moectl_t *m)
     }
     const char *prompt = m->n_args ? m->args[0] : "Once upon a time";
     char errmsg[256] = "";
-    phase_t single, multi;
-    if (!m->json && m->tty_err)
-        fprintf(stderr, "bench: 1 client, then %d, %d request(s) each...\n", m->clients,
-                m->requests);
-    int rc = run_phase(m, prompt, 1, &single, errmsg, sizeof(errmsg));
-    if (rc == 0) {
-        rc = run_phase(m, prompt, m->clients, &multi, errmsg, sizeof(errmsg));
-        if (rc < 0) {
-            free(single.ttft.v);
-            free(single.itl.v);
-        }
+    phase_t single = {0}, multi = {0};
+    double ratios[MOECTL_MAX_ROUNDS];
+    if (!m->json && m->tty_err) {
+        char rounds[32] = "";
+        if (m->rounds > 1)
+            snprintf(rounds, sizeof(rounds), ", %d rounds", m->rounds);
+        fprintf(stderr, "bench: 1 client, then %d, %d request(s) each%s...\n", m->clients,
+                m->requests, rounds);
     }
+    int rc = 0;
+    for (int i = 0; i < m->rounds && rc == 0; i++)
+        rc = run_round(m, prompt, &single, &multi, &ratios[i], errmsg, sizeof(errmsg));
     if (rc < 0) {
+        phase_free(&single);
+        phase_free(&multi);
         fprintf(stderr, "moectl: bench: %s\n",
                 rc == -ECANCELED ? "interrupted"
                 : errmsg[0]      ? errmsg
                                  : strerror(-rc));
         return moectl_exit_code(rc);
     }
-    double ratio = single.tokens_per_s > 0 ? multi.tokens_per_s / single.tokens_per_s : 0;
-    if (m->json) {
-        json_t *o = json_pack("{s:i,s:i,s:i,s:f,s:f,s:o,s:o}", "clients", m->clients,
-                              "requests_per_client", m->requests, "max_tokens",
-                              m->params.max_tokens > 0 ? m->params.max_tokens : 64, "tokens_per_s",
-                              multi.tokens_per_s, "ratio", ratio, "single", phase_json(&single),
-                              "concurrent", phase_json(&multi));
-        char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-        if (s)
-            puts(s);
-        free(s);
-        json_decref(o);
-    } else {
-        printf("1 client                   %8.1f tokens/s (%lld tokens in %.2f s)\n",
-               single.tokens_per_s, (long long)single.tokens, single.wall_s);
-        char label[32];
-        snprintf(label, sizeof(label), "%d clients", m->clients);
-        printf("%-26s %8.1f tokens/s aggregate, %.2fx one client\n", label, multi.tokens_per_s,
-               ratio);
-        print_pct("time to first token (ms)", &multi.ttft);
-        print_pct("inter-token latency (ms)", &multi.itl);
-    }
-    free(single.ttft.v);
-    free(single.itl.v);
-    free(multi.ttft.v);
-    free(multi.itl.v);
+    phase_pool_finish(&single);
+    phase_pool_finish(&multi);
+    double ratio = median(ratios, m->rounds);
+    if (m->json)
+        print_json(m, &single, &multi, ratios, ratio);
+    else
+        print_human(m, &single, &multi, ratios, ratio);
+    phase_free(&single);
+    phase_free(&multi);
     return EXIT_OK;
 }

@@ -498,6 +498,8 @@ static void usage(FILE *f)
           "      --interval SECONDS  status --watch: refresh period (default 1)\n"
           "  -c, --clients N         bench: concurrent clients (default 4)\n"
           "  -r, --requests N        bench: requests per client (default 2)\n"
+          "      --rounds N          bench: alternate the single and concurrent phases N\n"
+          "                          times (1 to 20, default 1); ratio is the median\n"
           "      --no-color          no colours (also when NO_COLOR is set)\n"
           "  -h, --help, --version\n"
           "\n"
@@ -548,6 +550,7 @@ enum {
     OPT_SYSTEM,
     OPT_THINKING,
     OPT_INTERVAL,
+    OPT_ROUNDS,
     OPT_NO_COLOR,
     OPT_VERSION,
 };
@@ -570,6 +573,7 @@ static int parse_args(int argc, char **argv, moectl_t *m)
         {"interval", required_argument, NULL, OPT_INTERVAL},
         {"clients", required_argument, NULL, 'c'},
         {"requests", required_argument, NULL, 'r'},
+        {"rounds", required_argument, NULL, OPT_ROUNDS},
         {"no-color", no_argument, NULL, OPT_NO_COLOR},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VERSION},
@@ -645,6 +649,10 @@ static int parse_args(int argc, char **argv, moectl_t *m)
             if ((rc = parse_int(optarg, "--requests", 1, 100000, &v)) == 0)
                 m->requests = (int)v;
             break;
+        case OPT_ROUNDS:
+            if ((rc = parse_int(optarg, "--rounds", 1, MOECTL_MAX_ROUNDS, &v)) == 0)
+                m->rounds = (int)v;
+            break;
         case OPT_NO_COLOR:
             no_color = true;
             break;
@@ -671,7 +679,7 @@ static int parse_args(int argc, char **argv, moectl_t *m)
 
 int main(int argc, char **argv)
 {
-    moectl_t m = {.interval_s = 1, .clients = 4, .requests = 2};
+    moectl_t m = {.interval_s = 1, .clients = 4, .requests = 2, .rounds = 1};
     moe_client_params_init(&m.params);
     int rc = parse_args(argc, argv, &m);
     if (rc != 0)

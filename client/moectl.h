@@ -23,7 +23,8 @@ enum {
     EXIT_INTERRUPTED = 130,
 };
 
-#define MOECTL_MAX_STOP 4
+#define MOECTL_MAX_STOP   4
+#define MOECTL_MAX_ROUNDS 20
 
 typedef struct moectl {
     const char *socket; /* NULL: $MOED_SOCKET, else the default */
@@ -34,6 +35,7 @@ typedef struct moectl {
     bool watch;
     double interval_s;
     int clients, requests;
+    int rounds; /* bench: single/concurrent phase pairs, 1..MOECTL_MAX_ROUNDS */
     const char *system_prompt;
     const char *stop[MOECTL_MAX_STOP];
     moe_client_params params;

@@ -4,8 +4,10 @@ process (a Unix socket server thread that streams canned SSE answers, slowly whe
 
 Cases: an interactive chat (a question, its answer streamed with the thinking dimmed, Ctrl-C
 during an answer stops it but not the session, a second question answered, a multi-line
-message, the history sent back, /exit), and `moectl generate` with NO_COLOR (no colour
-codes, tokens as they arrive). Prints a Check-style summary line for tools/test."""
+message, the history sent back, /exit), `moectl generate` with NO_COLOR (no colour
+codes, tokens as they arrive), exit codes, and `moectl bench --rounds` (per-round ratios,
+their median as the headline, out-of-range rounds refused). Prints a Check-style summary
+line for tools/test."""
 import json, os, pty, re, select, signal, socket, sys, tempfile, threading, time, traceback
 
 BUILD = os.environ.get("MOE_BUILDDIR", "build")
@@ -265,13 +267,50 @@ def exit_codes_say_what_failed(tmp):
     fake.stop()
 
 
+def bench_rounds_report_the_median_ratio(tmp):
+    import statistics, subprocess
+    sock = os.path.join(tmp, "bench.sock")
+
+    def run(*args):
+        r = subprocess.run([MOECTL, *args], capture_output=True, text=True,
+                           env=env_for(sock), timeout=60)
+        return r.returncode, r.stdout, r.stderr
+
+    for bad in ("0", "21", "x"):
+        rc, out, err = run("bench", "--rounds", bad)
+        assert rc == 2 and "--rounds" in err, (bad, rc, err)
+    fake = FakeMoed(sock)
+    fake.start()
+    comp = lambda t, fin=None: chunk({"choices": [{"index": 0, "text": t, "finish_reason": fin}]})
+    answer = [(0.002, comp(f"t{i} ")) for i in range(3)] + [
+        (0, comp("", "length")),
+        (0, chunk({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 3,
+                                             "total_tokens": 6}})),
+        (0, "data: [DONE]\n\n")]
+    clients, requests, rounds = 2, 2, 3
+    fake.scripts = [list(answer) for _ in range(rounds * (1 + clients) * requests)]
+    rc, out, err = run("bench", "--rounds", str(rounds), "--clients", str(clients),
+                       "--requests", str(requests), "-n", "3", "--json")
+    assert rc == 0, (rc, out, err)
+    r = json.loads(out)
+    assert r["rounds"] == rounds, r
+    assert len(r["round_ratios"]) == rounds and all(x > 0 for x in r["round_ratios"]), r
+    assert r["ratio"] == statistics.median(r["round_ratios"]), r
+    # The pooled figures count every round's tokens.
+    assert r["single"]["tokens"] == rounds * requests * 3, r
+    assert r["concurrent"]["tokens"] == rounds * clients * requests * 3, r
+    assert len(fake.requests) == rounds * (1 + clients) * requests, len(fake.requests)
+    fake.stop()
+
+
 def main():
     if not os.access(MOECTL, os.X_OK):
         print(f"skip: {MOECTL} is not built")
         return 77
     cases = [chat_ctrl_c_stops_the_answer_not_the_session,
              generate_streams_without_colour_under_no_color,
-             exit_codes_say_what_failed]
+             exit_codes_say_what_failed,
+             bench_rounds_report_the_median_ratio]
     failures = 0
     for case in cases:
         with tempfile.TemporaryDirectory(prefix="moectl-pty.") as tmp:
