@@ -551,6 +551,7 @@ int vkc_ctx_new(const vkc_options_t *opt, vkc_ctx_t **ret, char *err, size_t err
         goto fail;
     }
     ctx->device_limit = opt ? opt->device_limit : 0;
+    vkc_profile_init(ctx);
     r = vkc_memory_init(ctx);
     if (r < 0) {
         vkc_set_error(err, err_size, "%s has no usable memory types", ctx->info.name);
@@ -574,6 +575,7 @@ vkc_ctx_t *vkc_ctx_free(vkc_ctx_t *ctx)
         return NULL;
     if (ctx->device) {
         vkDeviceWaitIdle(ctx->device);
+        vkc_profile_report(ctx);
         vkc_ctx_save_pipeline_cache(ctx); /* best effort: a cache is an optimisation */
         vkc_pipelines_fini(ctx);
         if (ctx->pipeline_cache)
@@ -623,6 +625,10 @@ int vkc_cmd_new(vkc_ctx_t *ctx, vkc_cmd_t **ret)
         free(cmd);
         return r;
     }
+    if ((r = vkc_profile_cmd_new(cmd)) < 0) {
+        vkc_cmd_free(cmd);
+        return r;
+    }
     *ret = cmd;
     return 0;
 }
@@ -638,6 +644,7 @@ vkc_cmd_t *vkc_cmd_free(vkc_cmd_t *cmd)
         vkDestroyDescriptorPool(ctx->device, p->pool, NULL);
         free(p);
     }
+    vkc_profile_cmd_free(cmd);
     vkFreeCommandBuffers(ctx->device, ctx->pool, 1, &cmd->cb);
     free(cmd);
     return NULL;
@@ -657,8 +664,10 @@ int vkc_cmd_wait(vkc_cmd_t *cmd, uint64_t timeout_ns)
     VkResult vr = vkWaitSemaphores(ctx->device, &wi, timeout_ns);
     if (vr == VK_ERROR_DEVICE_LOST)
         ctx->lost = true;
-    if (vr == VK_SUCCESS)
+    if (vr == VK_SUCCESS) {
         cmd->point = 0;
+        vkc_profile_collect(cmd);
+    }
     return vkc_errno(vr);
 }
 
@@ -681,6 +690,8 @@ int vkc_cmd_begin(vkc_cmd_t *cmd)
                                    .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
     r = vkc_errno(vkBeginCommandBuffer(cmd->cb, &bi)); /* implicitly resets (pool flag) */
     cmd->recording = r == 0;
+    if (cmd->recording)
+        vkc_profile_begin(cmd);
     cmd->error = 0;
     return r;
 }

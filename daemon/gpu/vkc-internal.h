@@ -79,6 +79,14 @@ struct vkc_ctx {
 
     vkc_matvec_tuning_t mv; /* zero until the first matvec picks defaults */
 
+    /* MOE_VK_PROFILE=1 (vkc-profile.c): device time per pipeline */
+    bool profile;
+    double prof_period_ns;
+    uint64_t prof_submits;
+    struct {
+        uint64_t ns, calls;
+    } prof[VKC_MAX_PIPELINES];
+
     uint64_t n_messages;
     char last_message[512];
 };
@@ -95,6 +103,9 @@ struct vkc_cmd {
     uint64_t point;      /* timeline value of the last submission, 0 if none */
     bool recording;
     int error; /* first recording error, returned by submit */
+    VkQueryPool q_pool; /* MOE_VK_PROFILE only: a timestamp after each dispatch */
+    uint16_t *q_label;  /* pipeline index of each timestamp */
+    uint32_t n_q;
 };
 
 /* A binding of a dispatch: bytes [off, off + need) of buf must be reachable. */
@@ -108,6 +119,15 @@ int vkc_errno(VkResult r);
 /* Copy a formatted reason into err (vkc-context.c). */
 void vkc_set_error(char *err, size_t size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* vkc-profile.c */
+void vkc_profile_init(vkc_ctx_t *ctx);
+int vkc_profile_cmd_new(vkc_cmd_t *cmd);
+void vkc_profile_cmd_free(vkc_cmd_t *cmd);
+void vkc_profile_begin(vkc_cmd_t *cmd);
+void vkc_profile_dispatch(vkc_cmd_t *cmd, const vkc_pipeline_t *p);
+void vkc_profile_collect(vkc_cmd_t *cmd);
+void vkc_profile_report(vkc_ctx_t *ctx);
 
 /* vkc-memory.c */
 int vkc_memory_init(vkc_ctx_t *ctx);

@@ -221,5 +221,6 @@ int vkc_cmd_dispatch(vkc_cmd_t *cmd, vkc_pipeline_t *p, const vkc_bind_t *binds,
     if (gz > in->max_workgroup_count[2])
         return vkc_cmd_fail(cmd, -E2BIG);
     vkCmdDispatch(cmd->cb, x, y, gz);
+    vkc_profile_dispatch(cmd, p);
     return 0;
 }
