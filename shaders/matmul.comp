@@ -24,7 +24,15 @@
  *   rows, cols, n_vec, row_bytes, x_stride, y_stride, w_off, accum
  * Specialization: 0 WG workgroup size, 1 R rows per lane, 2 TV vectors per tile, 3 VEC4: rows of
  *   W start 16-aligned (wide weight loads), 4 XVEC4: x_stride a multiple of 4 (wide x loads).
- * Dispatch: x*y = row tiles of WG * R rows (flattened, wg_linear), z = ceil(n_vec / TV). */
+ * Dispatch: x*y = row tiles of WG * R rows (flattened, wg_linear), z = ceil(n_vec / TV).
+ *
+ * MM_GROUPED (vkc_cmd_matmul_grouped): one dispatch for many matrices of the same shape and type
+ * in one buffer, each with its own run of vectors: the expert FFN of a batch, where each of
+ * the ~20 experts a batch routes to sees one or two tokens, in one dispatch instead of one
+ * per expert (lavapipe: ~80 us per dispatch, more than the expert's own work). Binding 3
+ * holds a uvec4 per group (byte offset of its matrix in W, first vector of X, vectors, first
+ * vector of Y); z = the group; a workgroup runs all its group's vectors in tiles of TV; the
+ * host checked every group against the bindings. pc.n_vec and pc.w_off are unused. */
 #extension GL_KHR_shader_subgroup_basic : enable
 #ifdef MM_SG
 #extension GL_KHR_shader_subgroup_shuffle : enable
@@ -48,6 +56,10 @@ layout(binding = 1) readonly buffer Xb8 { u64vec2 X8[]; };
 #define WBUF8 W8
 #endif
 layout(binding = 2) buffer Yb { float Y[]; };
+#ifdef MM_GROUPED
+/* per group: byte offset of its matrix in W, first vector in X, vectors, first vector in Y */
+layout(binding = 3) readonly buffer Gb { uvec4 G[]; };
+#endif
 
 layout(push_constant) uniform PC {
     uint rows, cols, n_vec, row_bytes;
@@ -118,21 +130,19 @@ void load_x(uint c, uint n, uint xv[TV], out float xs[TV][CHUNK])
 #endif
 }
 
-void main()
+/* One tile: rows r0.. of the matrix at byte w_off, vectors v0 .. min(v0 + TV, nv) - 1 of the
+ * nv at X[xb + v * x_stride], into Y[yb + v * y_stride + r]. */
+void tile(uint w_off, uint r0, uint v0, uint nv, uint xb, uint yb)
 {
     uint lid = gl_LocalInvocationID.x;
-    uint r0 = wg_linear() * (WG * R);
-    if (r0 >= pc.rows) /* whole workgroup: uniform, so subgroupShuffle keeps all its lanes */
-        return;
-    uint v0 = gl_WorkGroupID.z * TV;
     uint nchunks = (pc.cols + CHUNK - 1u) / CHUNK;
 
     /* rows and vectors past the end repeat the last one: loads stay in bounds, stores skip */
     uint ro[R], xv[TV];
     [[unroll]] for (uint i = 0u; i < R; i++)
-        ro[i] = pc.w_off + min(r0 + i * WG + lid, pc.rows - 1u) * pc.row_bytes;
+        ro[i] = w_off + min(r0 + i * WG + lid, pc.rows - 1u) * pc.row_bytes;
     [[unroll]] for (uint v = 0u; v < TV; v++)
-        xv[v] = min(v0 + v, pc.n_vec - 1u) * pc.x_stride;
+        xv[v] = xb + min(v0 + v, nv - 1u) * pc.x_stride;
     float acc[R][TV];
     [[unroll]] for (uint i = 0u; i < R; i++)
         [[unroll]] for (uint v = 0u; v < TV; v++)
@@ -167,10 +177,25 @@ void main()
     [[unroll]] for (uint i = 0u; i < R; i++) {
         uint r = r0 + i * WG + lid;
         [[unroll]] for (uint v = 0u; v < TV; v++) {
-            if (r < pc.rows && v0 + v < pc.n_vec) {
-                uint y = (v0 + v) * pc.y_stride + r;
+            if (r < pc.rows && v0 + v < nv) {
+                uint y = yb + (v0 + v) * pc.y_stride + r;
                 Y[y] = pc.accum != 0u ? Y[y] + acc[i][v] : acc[i][v];
             }
         }
     }
+}
+
+void main()
+{
+    uint r0 = wg_linear() * (WG * R);
+    if (r0 >= pc.rows) /* whole workgroup: uniform, so subgroupShuffle keeps all its lanes */
+        return;
+#ifdef MM_GROUPED
+    /* group z: its matrix and vectors from the table, all its vectors in tiles of TV */
+    uvec4 g = G[gl_WorkGroupID.z];
+    for (uint v0 = 0u; v0 < g.z; v0 += TV)
+        tile(g.x, r0, v0, g.z, g.y * pc.x_stride, g.w * pc.y_stride);
+#else
+    tile(pc.w_off, r0, gl_WorkGroupID.z * TV, pc.n_vec, 0u, 0u);
+#endif
 }

@@ -55,6 +55,7 @@ typedef struct engine_vk {
     vkc_buffer_t *table;  /* vkc_moe_slot_t [n_expert], vkc_moe_entry_t [n_batch k] */
     vkc_buffer_t *logits; /* [n_logits_max][n_vocab] */
     uint64_t off_pos, off_rows, off_ranges, off_pids, off_pw, off_rw, off_entries, off_gids;
+    uint64_t off_groups; /* grouped-matmul tables of the matvec expert path */
     /* host scratch */
     int32_t *uni;        /* union of a layer's experts */
     int32_t *pred;       /* guessed experts of the next layer */
@@ -65,6 +66,7 @@ typedef struct engine_vk {
     expert_ref_t *refs;
     uint32_t *logit_rows;
     uint32_t *grp_start, *grp_count; /* [n_expert]: each wave expert's entries */
+    vkc_matmul_group_t *mm_groups;   /* [n_expert]: one grouped dispatch's table */
     bool expert_matvec;              /* expert FFN through matvec, not the slot-table kernel */
     engine_stats_t stats;
     uint64_t guess_total, guess_right;

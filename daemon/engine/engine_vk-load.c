@@ -201,8 +201,11 @@ int engine_vk_alloc_scratch(engine_vk_t *e, char *err, size_t errlen)
     e->off_entries = AL(X * sizeof(vkc_moe_slot_t));
     e->off_gids = AL(e->off_entries + B * K * sizeof(vkc_moe_entry_t));
     // gather ids (each wave's at the next 256-byte boundary: at most 255 bytes of slack in
-    // all) + the row permutation
-    if ((r = new_buf(e, VKC_MEM_HOST, e->off_gids + AL(B * K * 4) + 256 + AL(B * K * 4), &e->table,
+    // all) + the row permutation + the grouped-matmul tables of a wave (gate, up, down: each
+    // at most one table per expert, 256-aligned)
+    e->off_groups = e->off_gids + AL(B * K * 4) + 256 + AL(B * K * 4);
+    if ((r = new_buf(e, VKC_MEM_HOST,
+                     e->off_groups + (e->expert_matvec ? 3 * X * AL(16) : 0), &e->table,
                      "slot table", err, errlen)) < 0)
         return r;
     if ((r = new_buf(e, VKC_MEM_HOST, (uint64_t)e->n_logits_max * hp->n_vocab * 4, &e->logits,

@@ -302,11 +302,45 @@ static uint32_t union_of(engine_vk_t *e, const int32_t *ids, uint32_t count, int
     return u;
 }
 
-/* The expert FFN through the matrix-vector kernels: the entries' input rows gathered
- * (grouped by expert), gate and up of each expert over its group, SwiGLU, down, then each
- * entry's row scaled by its weight into Y[row] for the combine. Same math as the slot-table
- * kernel; it reuses the tuned matvec/matmul kernels of every weight type, at the cost of a
- * few dispatches per expert. */
+/* One grouped matmul per weight buffer among the wave's experts (usually one buffer: the
+ * tier's slots are few large buffers): expert j's `part` matrix times its rows of x (vectors
+ * b0 + grp_start[j]..) into the same rows of y. The group tables go to the table buffer at
+ * *cursor (256-aligned each; the wave's earlier dispatches keep theirs). e->mark: done flags. */
+static int rec_grouped(engine_vk_t *e, uint32_t part, uint32_t type, uint32_t rows,
+                       uint32_t cols, uint32_t count, uint32_t b0, vkc_buffer_t *x,
+                       vkc_buffer_t *y, uint64_t *cursor)
+{
+    int r;
+    memset(e->mark, 0, count);
+    for (uint32_t j = 0; j < count; j++) {
+        if (e->mark[j])
+            continue;
+        vkc_buffer_t *buf = e->refs[j].buf;
+        uint32_t n = 0;
+        for (uint32_t k = j; k < count; k++) {
+            if (e->mark[k] || e->refs[k].buf != buf)
+                continue;
+            e->mark[k] = 1;
+            e->mm_groups[n++] = (vkc_matmul_group_t){.w_off = e->refs[k].off[part],
+                                                     .x_vec = b0 + e->grp_start[k],
+                                                     .n_vec = e->grp_count[k],
+                                                     .y_vec = b0 + e->grp_start[k]};
+        }
+        vkc_matmul_grouped_args_t a = {.type = type, .rows = rows, .cols = cols,
+                                       .w = V(buf, 0), .x = V(x, 0), .y = V(y, 0),
+                                       .table = V(e->table, e->off_groups + *cursor),
+                                       .groups = e->mm_groups, .n_groups = n};
+        if ((r = vkc_cmd_matmul_grouped(e->cmd, &a)) < 0)
+            return r;
+        *cursor = AL(*cursor + (uint64_t)n * 16);
+    }
+    return 0;
+}
+
+/* The expert FFN through the tuned matmul kernels: the entries' input rows gathered (grouped
+ * by expert), gate and up of every expert over its group in one grouped dispatch each,
+ * SwiGLU, down likewise, then each entry's row scaled by its weight into Y[row] for the
+ * combine. Same math as the slot-table kernel. */
 static int rec_experts_matvec(engine_vk_t *e, uint32_t n, uint32_t count, uint32_t b0,
                               uint32_t ne, const model_range_t *rg)
 {
@@ -314,6 +348,7 @@ static int rec_experts_matvec(engine_vk_t *e, uint32_t n, uint32_t count, uint32
     const vkc_moe_entry_t *ent =
         (const vkc_moe_entry_t *)((char *)vkc_buffer_map(e->table) + e->off_entries) + b0;
     int32_t *gids = (int32_t *)((char *)vkc_buffer_map(e->table) + e->off_gids);
+    uint64_t cursor = 0; // earlier waves completed: their group tables are free again
     int r;
     // gather ids of this wave at a 256-byte-aligned spot of its own (earlier waves' are done)
     const uint64_t gofs = AL((uint64_t)b0 * 4);
@@ -325,42 +360,19 @@ static int rec_experts_matvec(engine_vk_t *e, uint32_t n, uint32_t count, uint32
     if ((r = vkc_cmd_embed(e->cmd, &g)) < 0)
         return r;
     barrier(e, "gather -> expert gate/up");
-    for (uint32_t j = 0; j < count; j++) {
-        const uint32_t m = e->grp_count[j], s0 = b0 + e->grp_start[j];
-        if (!m)
-            continue;
-        vkc_matvec_args_t a = {.type = rg[MODEL_EXPERT_GATE].type, .rows = F, .cols = E,
-                               .n_vec = m,
-                               .w = V(e->refs[j].buf, e->refs[j].off[MODEL_EXPERT_GATE]),
-                               .x = V(e->xg, (uint64_t)s0 * E * 4),
-                               .y = V(e->h, (uint64_t)s0 * F * 4)};
-        if ((r = vkc_cmd_matvec(e->cmd, &a)) < 0)
-            return r;
-        a.type = rg[MODEL_EXPERT_UP].type;
-        a.w = V(e->refs[j].buf, e->refs[j].off[MODEL_EXPERT_UP]);
-        a.y = V(e->hu, (uint64_t)s0 * F * 4);
-        if ((r = vkc_cmd_matvec(e->cmd, &a)) < 0)
-            return r;
-    }
+    if ((r = rec_grouped(e, MODEL_EXPERT_GATE, rg[MODEL_EXPERT_GATE].type, F, E, count, b0,
+                         e->xg, e->h, &cursor)) < 0 ||
+        (r = rec_grouped(e, MODEL_EXPERT_UP, rg[MODEL_EXPERT_UP].type, F, E, count, b0, e->xg,
+                         e->hu, &cursor)) < 0)
+        return r;
     barrier(e, "expert gate/up -> swiglu");
     if ((r = rec_elt(e, VKC_SWIGLU, ne * F, V(e->h, (uint64_t)b0 * F * 4),
                      V(e->hu, (uint64_t)b0 * F * 4), V(e->h, (uint64_t)b0 * F * 4), VKC_B_FULL,
                      0)) < 0)
         return r;
     barrier(e, "swiglu -> expert down");
-    for (uint32_t j = 0; j < count; j++) {
-        const uint32_t m = e->grp_count[j], s0 = b0 + e->grp_start[j];
-        if (!m)
-            continue;
-        vkc_matvec_args_t a = {.type = rg[MODEL_EXPERT_DOWN].type, .rows = E, .cols = F,
-                               .n_vec = m,
-                               .w = V(e->refs[j].buf, e->refs[j].off[MODEL_EXPERT_DOWN]),
-                               .x = V(e->h, (uint64_t)s0 * F * 4),
-                               .y = V(e->yg, (uint64_t)s0 * E * 4)};
-        if ((r = vkc_cmd_matvec(e->cmd, &a)) < 0)
-            return r;
-    }
-    return 0;
+    return rec_grouped(e, MODEL_EXPERT_DOWN, rg[MODEL_EXPERT_DOWN].type, E, F, count, b0, e->h,
+                       e->yg, &cursor);
 }
 
 /* After the last wave of the matvec path: Y[t k + j] = w(t, j) * YG[entry of (t, j)] over
@@ -776,6 +788,7 @@ static void vk_free(engine_t *base)
     free(e->logit_rows);
     free(e->grp_start);
     free(e->grp_count);
+    free(e->mm_groups);
     free(e);
 }
 
@@ -842,8 +855,10 @@ int engine_vk_new(const engine_vk_config_t *cfg, engine_t **ret, char *err, size
     e->logit_rows = calloc(e->n_batch > X ? e->n_batch : X, sizeof(uint32_t));
     e->grp_start = calloc(X, sizeof(uint32_t));
     e->grp_count = calloc(X, sizeof(uint32_t));
+    e->mm_groups = calloc(X, sizeof(*e->mm_groups));
     if (!e->layers || !e->seqs || !e->uni || !e->pred || !e->pinned || !e->mark || !e->refs ||
-        !e->logit_rows || !e->grp_start || !e->grp_count) {
+        !e->logit_rows || !e->grp_start || !e->grp_count ||
+        !e->mm_groups) {
         r = -ENOMEM;
         set_err(err, errlen, "out of memory");
         goto fail;

@@ -171,27 +171,24 @@ int vkc_matvec_set_tuning(vkc_ctx_t *ctx, const vkc_matvec_tuning_t *t)
     return 0;
 }
 
-static const char *matmul_module(uint32_t type, bool sg)
+/* The matmul.comp variant: plain or sharing x by subgroup shuffles, one matrix or grouped. */
+static const char *matmul_module(uint32_t type, bool sg, bool grouped)
 {
+#define MM(T, t)                                                                                \
+    {GGML_TYPE_##T, {"matmul_" t, "matmul_" t "_sg", "matmul_" t "_grouped",                   \
+                     "matmul_" t "_sg_grouped"}}
     static const struct {
         uint32_t type;
-        const char *plain, *sg;
+        const char *name[4];
     } m[] = {
-        {GGML_TYPE_F32, "matmul_f32", "matmul_f32_sg"},
-        {GGML_TYPE_F16, "matmul_f16", "matmul_f16_sg"},
-        {GGML_TYPE_BF16, "matmul_bf16", "matmul_bf16_sg"},
-        {GGML_TYPE_Q4_0, "matmul_q4_0", "matmul_q4_0_sg"},
-        {GGML_TYPE_Q4_1, "matmul_q4_1", "matmul_q4_1_sg"},
-        {GGML_TYPE_Q5_0, "matmul_q5_0", "matmul_q5_0_sg"},
-        {GGML_TYPE_Q5_1, "matmul_q5_1", "matmul_q5_1_sg"},
-        {GGML_TYPE_Q8_0, "matmul_q8_0", "matmul_q8_0_sg"},
-        {GGML_TYPE_Q4_K, "matmul_q4_k", "matmul_q4_k_sg"},
-        {GGML_TYPE_Q5_K, "matmul_q5_k", "matmul_q5_k_sg"},
-        {GGML_TYPE_Q6_K, "matmul_q6_k", "matmul_q6_k_sg"},
+        MM(F32, "f32"),   MM(F16, "f16"),   MM(BF16, "bf16"), MM(Q4_0, "q4_0"),
+        MM(Q4_1, "q4_1"), MM(Q5_0, "q5_0"), MM(Q5_1, "q5_1"), MM(Q8_0, "q8_0"),
+        MM(Q4_K, "q4_k"), MM(Q5_K, "q5_k"), MM(Q6_K, "q6_k"),
     };
+#undef MM
     for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
         if (m[i].type == type)
-            return sg ? m[i].sg : m[i].plain;
+            return m[i].name[(sg ? 1 : 0) + (grouped ? 2 : 0)];
     return NULL;
 }
 
@@ -245,20 +242,29 @@ static struct vkc_pc_matvec matvec_pc(const vkc_matvec_args_t *a, const mv_shape
     };
 }
 
+/* Fewer vectors than a tile: narrow the tile to a power of two <= n_vec and give each lane
+ * more rows instead (up to 8), keeping about rows * vectors accumulators. */
+static void matmul_tile(const vkc_matvec_tuning_t *t, uint32_t n_vec, uint32_t *ret_vecs,
+                        uint32_t *ret_rows)
+{
+    uint32_t vecs = t->mm_vecs, rows = t->mm_rows;
+    while (vecs > 1 && vecs > n_vec) {
+        vecs /= 2;
+        rows = rows * 2 > 8 ? 8 : rows * 2;
+    }
+    *ret_vecs = vecs;
+    *ret_rows = rows;
+}
+
 /* The tiled kernel for many vectors: see shaders/matmul.comp. */
 static int cmd_matmul(vkc_cmd_t *cmd, const vkc_matvec_args_t *a, const mv_shape_t *s)
 {
     vkc_ctx_t *ctx = cmd->ctx;
     const vkc_matvec_tuning_t *t = &ctx->mv;
-    /* fewer vectors than a tile: narrow the tile to a power of two <= n_vec and give each lane
-     * more rows instead (up to 8), keeping about rows * vectors accumulators */
-    uint32_t vecs = t->mm_vecs, rows = t->mm_rows;
-    while (vecs > 1 && vecs > a->n_vec) {
-        vecs /= 2;
-        rows = rows * 2 > 8 ? 8 : rows * 2;
-    }
+    uint32_t vecs, rows;
+    matmul_tile(t, a->n_vec, &vecs, &rows);
     uint32_t spec[5] = {t->mm_wg, rows, vecs, s->vec4, s->xs % 4 == 0};
-    const char *module = matmul_module(a->type, t->mm_sg == 1);
+    const char *module = matmul_module(a->type, t->mm_sg == 1, false);
     /* one vector (decode), 16-aligned Q4_0 / Q8_0 rows: eight blocks per chunk, read with
      * aligned 8-byte words instead of the 2-aligned words of single blocks (a wider tile
      * would keep 256 x values per vector live) */
@@ -309,4 +315,72 @@ int vkc_cmd_matvec(vkc_cmd_t *cmd, const vkc_matvec_args_t *a)
     struct vkc_pc_matvec pc = matvec_pc(a, &s);
     return vkc_cmd_dispatch(cmd, p, s.b, 3, &pc, div_up(a->rows, ctx->mv.rows),
                             div_up(a->n_vec, nvec));
+}
+
+/* ---- grouped matmul ---------------------------------------------------------------------- */
+
+int vkc_cmd_matmul_grouped(vkc_cmd_t *cmd, const vkc_matmul_grouped_args_t *a)
+{
+    vkc_ctx_t *ctx = cmd->ctx;
+    uint32_t be, bb;
+    if (!matvec_module(a->type) || type_geometry(a->type, &be, &bb) < 0 || a->rows == 0 ||
+        a->cols == 0 || a->cols % be || a->n_groups == 0 ||
+        a->n_groups > ctx->info.max_workgroup_count[2])
+        return vkc_cmd_fail(cmd, -EINVAL);
+    const uint64_t row_bytes = (uint64_t)a->cols / be * bb, mat = row_bytes * a->rows;
+    const uint32_t xs = a->x_stride ? a->x_stride : a->cols;
+    const uint32_t ys = a->y_stride ? a->y_stride : a->rows;
+    const uint64_t skew = vkc_bind_skew(ctx, a->w.off);
+    uint32_t *tab = a->table.buf ? vkc_buffer_map(a->table.buf) : NULL;
+    if (xs < a->cols || ys < a->rows || a->w.off % 4 || row_bytes > UINT32_MAX || !tab ||
+        vkc_bind_skew(ctx, a->x.off) || vkc_bind_skew(ctx, a->y.off) ||
+        vkc_bind_skew(ctx, a->table.off) || a->table.off > a->table.buf->size ||
+        (uint64_t)a->n_groups * 16 > a->table.buf->size - a->table.off)
+        return vkc_cmd_fail(cmd, -EINVAL);
+    tab += a->table.off / 4;
+    /* every group within the bindings, its vectors within 32 bits; the kernel trusts them */
+    uint64_t w_need = 0, x_end = 0, y_end = 0, total = 0, busy = 0;
+    bool vec4 = be > 1 && row_bytes % 16 == 0 && xs % 4 == 0;
+    for (uint32_t g = 0; g < a->n_groups; g++) {
+        const vkc_matmul_group_t *gr = &a->groups[g];
+        uint64_t at = skew + gr->w_off;
+        if (gr->w_off % 4 || at + mat > UINT32_MAX ||
+            (uint64_t)gr->x_vec + gr->n_vec > UINT32_MAX / xs ||
+            (uint64_t)gr->y_vec + gr->n_vec > UINT32_MAX / ys)
+            return vkc_cmd_fail(cmd, -EINVAL);
+        if (gr->n_vec) {
+            w_need = gr->w_off + mat > w_need ? gr->w_off + mat : w_need;
+            x_end = gr->x_vec + gr->n_vec > x_end ? gr->x_vec + gr->n_vec : x_end;
+            y_end = gr->y_vec + gr->n_vec > y_end ? gr->y_vec + gr->n_vec : y_end;
+            vec4 = vec4 && at % 16 == 0;
+            total += gr->n_vec;
+            busy++;
+        }
+        tab[4 * g] = (uint32_t)at;
+        tab[4 * g + 1] = gr->x_vec;
+        tab[4 * g + 2] = gr->n_vec;
+        tab[4 * g + 3] = gr->y_vec;
+    }
+    if (!busy)
+        return 0;
+    matvec_defaults(ctx);
+    const vkc_matvec_tuning_t *t = &ctx->mv;
+    /* the tile fits the typical group (a batch's expert sees a token or two) */
+    uint32_t vecs, rows;
+    matmul_tile(t, (uint32_t)(total / busy), &vecs, &rows);
+    uint32_t spec[5] = {t->mm_wg, rows, vecs, vec4, xs % 4 == 0};
+    vkc_pipeline_t *p;
+    int r = vkc_pipeline_get(ctx, matmul_module(a->type, t->mm_sg == 1, true), spec, 5, 4,
+                             sizeof(struct vkc_pc_matvec), &p);
+    if (r < 0)
+        return vkc_cmd_fail(cmd, r);
+    struct vkc_pc_matvec pc = {.rows = a->rows, .cols = a->cols, .row_bytes = (uint32_t)row_bytes,
+                               .x_stride = xs, .y_stride = ys};
+    vkc_bind_t b[4] = {
+        {a->w.buf, a->w.off, w_need},
+        {a->x.buf, a->x.off, ((x_end - 1) * xs + a->cols) * 4},
+        {a->y.buf, a->y.off, ((y_end - 1) * ys + a->rows) * 4},
+        {a->table.buf, a->table.off, (uint64_t)a->n_groups * 16},
+    };
+    return vkc_cmd_dispatch(cmd, p, b, 4, &pc, div_up(a->rows, t->mm_wg * rows), a->n_groups);
 }

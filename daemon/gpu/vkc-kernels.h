@@ -32,6 +32,25 @@ typedef struct vkc_matvec_args {
     bool accumulate; /* add into Y instead of overwriting */
 } vkc_matvec_args_t;
 int vkc_cmd_matvec(vkc_cmd_t *cmd, const vkc_matvec_args_t *a);
+/* Many matrices of one type and shape in one buffer, each times its own run of vectors, in
+ * one dispatch (shaders/matmul.comp, MM_GROUPED): group g multiplies the matrix at byte
+ * w.off + w_off by vectors x_vec .. x_vec + n_vec - 1 of X (x_stride floats apart, default
+ * cols) into vectors y_vec.. of Y (y_stride, default rows). Groups with no vectors are skipped.
+ * The groups are checked against the bindings (-EINVAL) and written into `table`, 16 bytes
+ * each, which must be host-mapped and stay untouched until the submission completes. For the
+ * expert FFN of a batch: one dispatch for all experts instead of one each. */
+typedef struct vkc_matmul_group {
+    uint64_t w_off;
+    uint32_t x_vec, n_vec, y_vec;
+} vkc_matmul_group_t;
+typedef struct vkc_matmul_grouped_args {
+    uint32_t type, rows, cols;
+    vkc_view_t w, x, y, table;
+    uint32_t x_stride, y_stride;
+    const vkc_matmul_group_t *groups;
+    uint32_t n_groups;
+} vkc_matmul_grouped_args_t;
+int vkc_cmd_matmul_grouped(vkc_cmd_t *cmd, const vkc_matmul_grouped_args_t *a);
 /* True when the type has a matvec (and matmul) kernel. */
 bool vkc_matvec_supports(uint32_t type);
 

@@ -4,7 +4,8 @@
  * from one vector on through the tuning, so every batch size reaches it), up to 257 vectors,
  * with row counts and batches that are not multiples of its tile. Both sides decode the same
  * bytes, so only summation order differs: tolerance 1e-4 (normalized, see test_gpu.h) for
- * every type. */
+ * every type. The grouped matmul (many matrices, each with its own vectors, one dispatch)
+ * likewise per group. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -267,6 +268,130 @@ START_TEST(matvec_refuses_bad_shapes)
 }
 END_TEST
 
+/* The grouped matmul (the expert FFN of a batch): five matrices of one type at scattered
+ * offsets of one buffer, each with its own run of vectors (none, one, more than a tile), the
+ * runs out of order in X and Y with vectors nobody owns between them; every group against
+ * ref_matmul, the vectors nobody owns untouched. `skew`: bytes added to every matrix's offset
+ * (4: the word loads instead of the wide ones). */
+static void check_grouped(uint32_t t, uint32_t rows, uint32_t cols, uint32_t skew)
+{
+    enum { G = 5 };
+    static const uint32_t nv[G] = {1, 0, 3, 2, 11}, xv[G] = {16, 0, 1, 5, 4},
+                          yv[G] = {0, 20, 2, 17, 5}; /* y vector 1, 16 and 19: nobody's */
+    const uint32_t n_x = 18, n_y = 21, xs = cols + 2, ys = rows + 1;
+    size_t mat;
+    uint8_t *w[G];
+    for (uint32_t g = 0; g < G; g++)
+        w[g] = random_weights(t, rows, cols, &mat);
+    const uint64_t stride = (mat + 1000 + 15) / 16 * 16; /* gaps between the matrices */
+    float *x = malloc(sizeof(float) * xs * n_x), *y0 = malloc(sizeof(float) * ys * n_y);
+    float *y = malloc(sizeof(float) * ys * n_y);
+    fill(x, (size_t)xs * n_x, 1.0f);
+    fill(y0, (size_t)ys * n_y, 1.0f);
+    vkc_buffer_t *bw = buf_with(NULL, stride * G + skew), *bx = buf_with(x, sizeof(float) * xs * n_x);
+    vkc_buffer_t *by = buf_with(y0, sizeof(float) * ys * n_y), *bt;
+    ck_assert_int_eq(vkc_buffer_new(ctx, VKC_MEM_HOST, 4096, &bt), 0);
+    vkc_matmul_group_t gr[G];
+    for (uint32_t g = 0; g < G; g++) {
+        /* matrix g sits in slot G - 1 - g: offsets out of order too */
+        uint64_t off = (G - 1 - g) * stride + skew;
+        ck_assert_int_eq(vkc_buffer_write(ctx, bw, off, w[g], mat), 0);
+        gr[g] = (vkc_matmul_group_t){.w_off = off, .x_vec = xv[g], .n_vec = nv[g], .y_vec = yv[g]};
+    }
+    begin();
+    vkc_matmul_grouped_args_t a = {.type = t, .rows = rows, .cols = cols, .w = {bw, 0},
+                                   .x = {bx, 0}, .y = {by, 0}, .table = {bt, 256},
+                                   .x_stride = xs, .y_stride = ys, .groups = gr, .n_groups = G};
+    ck_assert_int_eq(vkc_cmd_matmul_grouped(cmd, &a), 0);
+    submit();
+    read_back(by, y, sizeof(float) * ys * n_y);
+    bool owned[21] = {0};
+    for (uint32_t g = 0; g < G; g++) {
+        if (!nv[g])
+            continue;
+        float *xd = malloc(sizeof(float) * cols * nv[g]), *want = malloc(sizeof(float) * rows * nv[g]);
+        float *got = malloc(sizeof(float) * rows * nv[g]);
+        for (uint32_t v = 0; v < nv[g]; v++) {
+            memcpy(xd + (size_t)v * cols, x + (size_t)(xv[g] + v) * xs, sizeof(float) * cols);
+            memcpy(got + (size_t)v * rows, y + (size_t)(yv[g] + v) * ys, sizeof(float) * rows);
+            owned[yv[g] + v] = true;
+        }
+        ref_matmul(t, w[g], rows, cols, xd, nv[g], want);
+        double e = norm_err(got, want, (size_t)rows * nv[g]);
+        ck_assert_msg(e < 1e-4, "%s group %u (%u vectors) skew %u: error %g",
+                      quant_traits(t)->name, g, nv[g], skew, e);
+        free(xd);
+        free(want);
+        free(got);
+    }
+    for (uint32_t v = 0; v < n_y; v++) /* vectors of no group, and the padding of all */
+        for (uint32_t r = owned[v] ? rows : 0; r < ys; r++)
+            ck_assert_float_eq(y[(size_t)v * ys + r], y0[(size_t)v * ys + r]);
+    vkc_buffer_free(bt);
+    vkc_buffer_free(bw);
+    vkc_buffer_free(bx);
+    vkc_buffer_free(by);
+    for (uint32_t g = 0; g < G; g++)
+        free(w[g]);
+    free(x);
+    free(y);
+    free(y0);
+}
+
+START_TEST(matmul_grouped_matches_reference)
+{
+    uint32_t t = types[_i];
+    check_grouped(t, 37, cols_for(t), 0);
+    check_grouped(t, 8, cols_for(t), 4);
+}
+END_TEST
+
+/* The plain-load tiles (the GPU path) and wider ones. */
+START_TEST(matmul_grouped_variants_agree)
+{
+    static const uint32_t some[] = {GGML_TYPE_Q8_0, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K};
+    vkc_matvec_tuning_t saved;
+    force_matmul(&saved, 2, 64, 2, 4);
+    for (size_t i = 0; i < sizeof(some) / sizeof(some[0]); i++)
+        check_grouped(some[i], 70, 512, 0);
+    ck_assert_int_eq(vkc_matvec_set_tuning(ctx, &saved), 0);
+    no_validation_messages();
+}
+END_TEST
+
+/* A group past its buffer, a misaligned matrix, a table that is not host-visible or too
+ * small: refused before anything is recorded. */
+START_TEST(matmul_grouped_refuses_bad_groups)
+{
+    vkc_buffer_t *b = buf_with(NULL, 65536), *bt;
+    ck_assert_int_eq(vkc_buffer_new(ctx, VKC_MEM_HOST, 256, &bt), 0);
+    begin();
+    vkc_matmul_group_t gr[2] = {{.w_off = 0, .x_vec = 0, .n_vec = 1, .y_vec = 0},
+                                {.w_off = 34 * 64, .x_vec = 1, .n_vec = 1, .y_vec = 1}};
+    vkc_matmul_grouped_args_t a = {.type = GGML_TYPE_Q8_0, .rows = 64, .cols = 32, .w = {b, 0},
+                                   .x = {b, 0}, .y = {b, 0}, .table = {bt, 0}, .groups = gr,
+                                   .n_groups = 2};
+    gr[1].w_off = 65536 - 34 * 62; /* its last rows end past the buffer */
+    ck_assert_int_eq(vkc_cmd_matmul_grouped(cmd, &a), -EINVAL);
+    gr[1].w_off = 34 * 64 + 2;
+    ck_assert_int_eq(vkc_cmd_matmul_grouped(cmd, &a), -EINVAL);
+    gr[1].w_off = 34 * 64;
+    gr[1].x_vec = 65536 / 128; /* X vectors past the buffer */
+    ck_assert_int_eq(vkc_cmd_matmul_grouped(cmd, &a), -EINVAL);
+    gr[1].x_vec = 1;
+    a.n_groups = 17; /* 272 table bytes in 256 */
+    ck_assert_int_eq(vkc_cmd_matmul_grouped(cmd, &a), -EINVAL);
+    a.n_groups = 2;
+    a.table = (vkc_view_t){b, 0}; /* device-local: the host cannot write the table */
+    if (!vkc_buffer_map(b))
+        ck_assert_int_eq(vkc_cmd_matmul_grouped(cmd, &a), -EINVAL);
+    ck_assert_int_eq(vkc_cmd_submit_wait(cmd), -EINVAL);
+    vkc_buffer_free(bt);
+    vkc_buffer_free(b);
+    no_validation_messages();
+}
+END_TEST
+
 void add_matvec_tests(Suite *s)
 {
     TCase *tc = tcase_create("matvec");
@@ -279,5 +404,8 @@ void add_matvec_tests(Suite *s)
     tcase_add_test(tc, matmul_variants_agree);
     tcase_add_test(tc, matvec_aligned_rows_use_wide_loads);
     tcase_add_test(tc, matvec_refuses_bad_shapes);
+    tcase_add_loop_test(tc, matmul_grouped_matches_reference, 0, N_TYPES);
+    tcase_add_test(tc, matmul_grouped_variants_agree);
+    tcase_add_test(tc, matmul_grouped_refuses_bad_groups);
     suite_add_tcase(s, tc);
 }
