@@ -356,32 +356,144 @@ void dq_chunk_q(uint ro, uint c, uint n, out float w[CHUNK], out vec2 dm[NG])
  * q = (nibble (k / 2) of ql[64 n + 32 (k % 2) + l]) | (bits 2k..2k+1 of qh[32 n + l]) << 4,
  * w = d * scales[8 n + 2 k + l / 16] * (q - 32).
  * A chunk is quarters k0 = 2 (c % 2) and k0 + 1 of half n = (c / 2) % 2: they share the qh
- * bytes, the ql nibble and four consecutive scales. */
+ * bytes, the ql nibble and four consecutive scales. With DQ_HALF a chunk is all of half
+ * n = c % 2 (128 elements, eight scales): the ql and qh bytes a 64-element chunk reads hold
+ * the quants of both, so this halves the loads per weight (matmul _half_sg modules, tiles of
+ * up to 4 vectors: 128 x values per vector stay live). */
+#if defined(DQ_HALF)
+#define CHUNK 128
+#define NG 8
+#else
 #define CHUNK 64
 #define NG 4
+#endif
 #define BLOCK_BYTES 210u
+/* The bytes a chunk needs are read as the aligned 16-byte units (uvec4, or u64vec2 where the
+ * shader has WBUF8) that hold them, and realigned with selects: rows and blocks are only
+ * 2-aligned, and the phase differs between lanes (matvec: lanes decode different blocks), so
+ * a branch would be divergent and lavapipe would run both sides. ql (64 bytes) takes 5 units,
+ * qh (32) 3, instead of 26 32-bit loads; every unit lies within the block (qh's last ends by
+ * byte 208). On lavapipe each load is a scalar loop over the lanes: 11 loads, not 30. */
+#if defined(WBUF4) || defined(WBUF8)
+uvec4 q6_unit(uint i)
+{
+#ifdef WBUF8
+    u64vec2 e = WBUF8[i];
+    return uvec4(unpackUint2x32(e.x), unpackUint2x32(e.y));
+#else
+    return WBUF4[i];
+#endif
+}
+#endif
+/* o[k] = the word at byte boff + 4 k (boff 2-aligned), k < 16 */
+void q6_ld16w(uint boff, out uint o[16])
+{
+#if !defined(WBUF4) && !defined(WBUF8)
+    /* no 16-byte view of the buffer: the 17 words that hold the range */
+    uint r[17];
+    [[unroll]] for (uint k = 0u; k < 17u; k++)
+        r[k] = WBUF[(boff >> 2) + k];
+    [[unroll]] for (uint k = 0u; k < 16u; k++)
+        o[k] = (boff & 2u) != 0u ? (r[k] >> 16) | (r[k + 1u] << 16) : r[k];
+#else
+    uint u[20];
+    [[unroll]] for (uint k = 0u; k < 5u; k++) {
+        uvec4 t = q6_unit((boff >> 4) + k);
+        u[4u * k] = t.x;
+        u[4u * k + 1u] = t.y;
+        u[4u * k + 2u] = t.z;
+        u[4u * k + 3u] = t.w;
+    }
+    /* the phase in three steps: 8 bytes, 4 bytes, then a 0- or 16-bit funnel shift */
+    bool h8 = (boff & 8u) != 0u, h4 = (boff & 4u) != 0u;
+    uint e[18], a[17], sh = (boff & 2u) * 8u;
+    [[unroll]] for (uint k = 0u; k < 18u; k++)
+        e[k] = h8 ? u[k + 2u] : u[k];
+    [[unroll]] for (uint k = 0u; k < 17u; k++)
+        a[k] = h4 ? e[k + 1u] : e[k];
+    [[unroll]] for (uint k = 0u; k < 16u; k++)
+        o[k] = (a[k] >> sh) | ((a[k + 1u] << 1) << (31u - sh));
+#endif
+}
+/* o[k] = the word at byte boff + 4 k (boff 2-aligned), k < 8 */
+void q6_ld8w(uint boff, out uint o[8])
+{
+#if !defined(WBUF4) && !defined(WBUF8)
+    /* no 16-byte view of the buffer: the 9 words that hold the range */
+    uint r[9];
+    [[unroll]] for (uint k = 0u; k < 9u; k++)
+        r[k] = WBUF[(boff >> 2) + k];
+    [[unroll]] for (uint k = 0u; k < 8u; k++)
+        o[k] = (boff & 2u) != 0u ? (r[k] >> 16) | (r[k + 1u] << 16) : r[k];
+#else
+    uint u[12];
+    [[unroll]] for (uint k = 0u; k < 3u; k++) {
+        uvec4 t = q6_unit((boff >> 4) + k);
+        u[4u * k] = t.x;
+        u[4u * k + 1u] = t.y;
+        u[4u * k + 2u] = t.z;
+        u[4u * k + 3u] = t.w;
+    }
+    /* the phase in three steps: 8 bytes, 4 bytes, then a 0- or 16-bit funnel shift */
+    bool h8 = (boff & 8u) != 0u, h4 = (boff & 4u) != 0u;
+    uint e[10], a[9], sh = (boff & 2u) * 8u;
+    [[unroll]] for (uint k = 0u; k < 10u; k++)
+        e[k] = h8 ? u[k + 2u] : u[k];
+    [[unroll]] for (uint k = 0u; k < 9u; k++)
+        a[k] = h4 ? e[k + 1u] : e[k];
+    [[unroll]] for (uint k = 0u; k < 8u; k++)
+        o[k] = (a[k] >> sh) | ((a[k + 1u] << 1) << (31u - sh));
+#endif
+}
+#if defined(DQ_HALF)
+void dq_chunk_q(uint ro, uint c, uint n, out float w[CHUNK], out vec2 dm[NG])
+{
+    uint b = ro + (c >> 1) * BLOCK_BYTES, hn = c & 1u;
+    float d = unpackHalf2x16(ld16(b + 208u)).x;
+    uint sb = (b + 192u + 8u * hn) >> 2, ss = b & 2u; /* the eight scales: 3 words */
+    uint s3[3] = uint[3](WBUF[sb], WBUF[sb + 1u], WBUF[sb + 2u]);
+    uint sc[2];
+    [[unroll]] for (uint k = 0u; k < 2u; k++)
+        sc[k] = ss != 0u ? (s3[k] >> 16) | (s3[k + 1u] << 16) : s3[k];
+    uint ql[16], qh[8];
+    q6_ld16w(b + 64u * hn, ql);
+    q6_ld8w(b + 128u + 32u * hn, qh);
+    [[unroll]] for (uint g = 0u; g < 8u; g++)
+        dm[g] = vec2(d * float(s8(sc[g >> 2], g & 3u)), 0.0);
+    /* four quants a word, as below */
+    [[unroll]] for (uint k = 0u; k < 4u; k++)
+        [[unroll]] for (uint t = 0u; t < 8u; t++) {
+            uint l = ((ql[t + 8u * (k & 1u)] >> (4u * (k >> 1))) & 0x0f0f0f0fu);
+            uint p = (l | (((qh[t] >> (2u * k)) << 4) & 0x30303030u)) ^ 0x20202020u;
+            [[unroll]] for (uint i = 0u; i < 4u; i++)
+                w[32u * k + 4u * t + i] = float(bitfieldExtract(int(p), int(8u * i), 6));
+        }
+}
+#else
 void dq_chunk_q(uint ro, uint c, uint n, out float w[CHUNK], out vec2 dm[NG])
 {
     uint b = ro + (c >> 2) * BLOCK_BYTES, hn = (c >> 1) & 1u, k0 = 2u * (c & 1u);
     float d = unpackHalf2x16(ld16(b + 208u)).x;
-    uint sc = ld32(b + 192u + 8u * hn + 2u * k0);
-    uint qa[8], qb[8], qh[8];
-    ld8(b + 64u * hn, qa);
-    ld8(b + 64u * hn + 32u, qb);
-    ld8(b + 128u + 32u * hn, qh);
-    uint sl = 2u * k0; /* nibble k0 / 2: shift 0 or 4 */
+    uint sc = ldf((b + 192u + 8u * hn + 2u * k0) >> 2, b & 2u, 0u);
+    uint ql[16], qh[8];
+    q6_ld16w(b + 64u * hn, ql);
+    q6_ld8w(b + 128u + 32u * hn, qh);
     [[unroll]] for (uint g = 0u; g < 4u; g++)
         dm[g] = vec2(d * float(s8(sc, g)), 0.0);
+    /* four quants a word: nibble k0 / 2 of ql | the qh bit pair << 4, then q - 32 is the
+     * 6-bit two's complement of q ^ 32 (sign-extended by bitfieldExtract) */
+    uint sh = 2u * k0; /* nibble shift 0 or 4, and the qh bits of quarter k0 */
     [[unroll]] for (uint t = 0u; t < 8u; t++) {
-        uint h = qh[t] >> (2u * k0);
+        uint h = qh[t] >> sh;
+        uint pa = (((ql[t] >> sh) & 0x0f0f0f0fu) | ((h << 4) & 0x30303030u)) ^ 0x20202020u;
+        uint pb = (((ql[t + 8u] >> sh) & 0x0f0f0f0fu) | ((h << 2) & 0x30303030u)) ^ 0x20202020u;
         [[unroll]] for (uint i = 0u; i < 4u; i++) {
-            int lo = int(((qa[t] >> (8u * i + sl)) & 15u) | (((h >> (8u * i)) & 3u) << 4)) - 32;
-            int hi = int(((qb[t] >> (8u * i + sl)) & 15u) | (((h >> (8u * i + 2u)) & 3u) << 4)) - 32;
-            w[4u * t + i] = float(lo);
-            w[32u + 4u * t + i] = float(hi);
+            w[4u * t + i] = float(bitfieldExtract(int(pa), int(8u * i), 6));
+            w[32u + 4u * t + i] = float(bitfieldExtract(int(pb), int(8u * i), 6));
         }
     }
 }
+#endif
 #else
 #error "dequant.glsl: no TYPE_* defined"
 #endif
