@@ -34,10 +34,13 @@ int vkc_cmd_rmsnorm(vkc_cmd_t *cmd, const vkc_rmsnorm_args_t *a)
     if (a->n == 0 || a->n_rows == 0 || xs < a->n || os < a->n || !aligned(cmd, a->x) ||
         !aligned(cmd, a->out) || (has_w && !aligned(cmd, a->w)))
         return vkc_cmd_fail(cmd, -EINVAL);
+    /* CPU devices: a workgroup of one subgroup, reduced by subgroupAdd without barriers */
+    bool one_sg = ctx->info.type == VKC_DEVICE_CPU && ctx->info.subgroup_arithmetic;
     uint32_t wg = ctx->info.type == VKC_DEVICE_CPU ? ctx->info.subgroup_size : 64;
     uint32_t spec[2] = {wg, ctx->info.subgroup_arithmetic};
     vkc_pipeline_t *p;
-    int r = vkc_pipeline_get(ctx, "rmsnorm", spec, 2, 3, sizeof(struct vkc_pc_rmsnorm), &p);
+    int r = vkc_pipeline_get(ctx, one_sg ? "rmsnorm_sg" : "rmsnorm", spec, 2, 3,
+                             sizeof(struct vkc_pc_rmsnorm), &p);
     if (r < 0)
         return vkc_cmd_fail(cmd, r);
     struct vkc_pc_rmsnorm pc = {a->n, a->n_rows, xs, os, w_rows, has_w, a->eps};
@@ -100,9 +103,9 @@ int vkc_cmd_eltwise(vkc_cmd_t *cmd, const vkc_eltwise_args_t *a)
         (has_wt && (!aligned(cmd, a->wt) || a->row == 0)) || (unsigned)a->b_mode > VKC_B_PER_ROW ||
         (uses_b && a->b_mode != VKC_B_FULL && a->row == 0))
         return vkc_cmd_fail(cmd, -EINVAL);
-    uint32_t spec[2] = {64, a->op};
+    uint32_t spec[3] = {64, a->op, uses_b ? (uint32_t)a->b_mode : 0};
     vkc_pipeline_t *p;
-    int r = vkc_pipeline_get(ctx, "eltwise", spec, 2, 4, sizeof(struct vkc_pc_eltwise), &p);
+    int r = vkc_pipeline_get(ctx, "eltwise", spec, 3, 4, sizeof(struct vkc_pc_eltwise), &p);
     if (r < 0)
         return vkc_cmd_fail(cmd, r);
     uint64_t bytes = (uint64_t)a->n * 4;
