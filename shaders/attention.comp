@@ -1,4 +1,5 @@
 #version 450
+#extension GL_KHR_shader_subgroup_basic : enable
 /* shaders/attention.comp: attention with GQA over an F16 KV cache, and the kernel that
  * stores new K/V rows into that cache (-DKV_STORE).
  *
@@ -12,8 +13,10 @@
  *   O[q][h][:] = sum_j softmax_j(scale * Q[q][h] . K[first + j][kv]) V[first + j][kv][:]
  * The same kernel serves decode (one query per sequence, n_kv = its length; many sequences
  * per dispatch, each with its own range) and causal prefill (query i at position pos_i of a
- * sequence sees n_kv = pos_i + 1 rows). One workgroup per (query, head) walks the rows in
- * tiles of WG: lane l scores row t0 + l, the tile's scores meet in shared memory, every
+ * sequence sees n_kv = pos_i + 1 rows). One workgroup per (query, block of GS heads of one
+ * GQA group) walks the rows in tiles of WG, each K and V word loaded and converted once for
+ * the GS heads (loads set the speed on CPU devices): for every head of the block, lane l
+ * scores row t0 + l, the tile's scores meet in shared memory, every
  * lane finds the tile's max, lane l turns its score into the weight exp(score - max), and
  * every lane folds the weights into a running max m and sum s (online softmax: when m
  * grows, s and the output accumulators are rescaled by exp(m_old - m_new), so no exp
@@ -27,8 +30,10 @@
  * Push constants (struct vkc_pc_attention in daemon/gpu/vkc-ops2.c):
  *   n_q, n_head, n_head_kv, dk, dv, q_stride, o_stride, k_off, v_off, n_ctx, scale
  * Specialization: 0 WG workgroup size, 1 MAXD a bound on dk and dv (sizes shared memory and
- *   the per-lane accumulators: ceil(MAXD / (2 WG)) words of V per lane).
- * Dispatch: x = n_q * n_head (flattened, wg_linear), query-major.
+ *   the per-lane accumulators: GS * ceil(MAXD / (2 WG)) words of V per lane), 2 GS query
+ *   heads per workgroup (divides n_head / n_head_kv; 1 = one head per workgroup), 3 ONE_SG
+ *   true where the workgroup is exactly one subgroup (subgroup barriers suffice).
+ * Dispatch: x = n_q * (n_head / GS) (flattened, wg_linear), query-major.
  *
  * ---- KV_STORE ----
  *   CACHE[ROWS[i]][:] = f16(SRC[i][0..row_elems)), i < n_rows (K or V: one dispatch each)
@@ -67,6 +72,8 @@ void main()
 #else
 
 layout(constant_id = 1) const uint MAXD = 128;
+layout(constant_id = 2) const uint GS = 1; /* query heads per workgroup (see the header) */
+layout(constant_id = 3) const bool ONE_SG = false; /* the workgroup is one subgroup */
 const uint NW = (MAXD + 2u * WG - 1u) / (2u * WG); /* V words per lane */
 
 layout(binding = 0) readonly buffer Qb { float Q[]; };
@@ -98,77 +105,137 @@ vec2 h2(uint w)
     return uintBitsToFloat(b | ((h & 0x8000u) << 16));
 }
 
-shared float qs[MAXD]; /* the query head, pre-scaled */
-shared float ps[WG];   /* the tile's scores */
+/* Workgroup barrier; a subgroup one where the workgroup is one subgroup (no switch between
+ * SIMD groups on llvmpipe). */
+void wg_barrier()
+{
+    if (ONE_SG) {
+        subgroupMemoryBarrierShared();
+        subgroupBarrier();
+    } else {
+        barrier();
+    }
+}
+
+/* the block's query heads, pre-scaled: head i's element d at qs[i * MAXD + d], read four
+ * at a time (half the shared loads of two floats per K word: on llvmpipe each is a loop over
+ * the lanes) */
+shared vec4 qs[GS * MAXD / 4u];
+/* the tile's scores, then weights: head i's row jj at ps[i * WG + jj], read four at a time */
+shared vec4 ps[GS * WG / 4u];
 
 void main()
 {
     uint g = wg_linear(), lid = gl_LocalInvocationID.x;
-    if (g >= pc.n_q * pc.n_head) /* whole workgroup leaves: uniform */
+    uint nb = pc.n_head / GS; /* head blocks per query */
+    if (g >= pc.n_q * nb) /* whole workgroup leaves: uniform */
         return;
-    uint q = g / pc.n_head, h = g % pc.n_head;
-    uint kvh = h / (pc.n_head / pc.n_head_kv);
+    uint q = g / nb, h0 = (g % nb) * GS;
+    uint kvh = h0 / (pc.n_head / pc.n_head_kv); /* GS divides the group: one KV head */
     uint first = RANGES[2u * q];
     uint n_kv = RANGES[2u * q + 1u];
     n_kv = first >= pc.n_ctx ? 0u : min(n_kv, pc.n_ctx - first);
 
-    for (uint d = lid; d < pc.dk; d += WG)
-        qs[d] = Q[q * pc.q_stride + h * pc.dk + d] * pc.scale;
-    barrier(); /* qs complete before any lane scores */
+    for (uint d = lid; d < GS * pc.dk; d += WG) { /* the block's heads are adjacent in Q */
+        uint e = (d / pc.dk) * MAXD + d % pc.dk;
+        qs[e / 4u][e % 4u] = Q[q * pc.q_stride + h0 * pc.dk + d] * pc.scale;
+    }
+    wg_barrier(); /* qs complete before any lane scores */
 
     uint kw = pc.dk / 2u, vw = pc.dv / 2u;
     uint k_row = pc.n_head_kv * kw, v_row = pc.n_head_kv * vw; /* words per cache row */
-    float m = NEG_INF, s = 0.0;
-    vec2 acc[NW];
-    for (uint i = 0u; i < NW; i++)
+    float m[GS], s[GS];
+    vec2 acc[GS * NW]; /* head i's words at i * NW */
+    for (uint i = 0u; i < GS; i++) {
+        m[i] = NEG_INF;
+        s[i] = 0.0;
+    }
+    for (uint i = 0u; i < GS * NW; i++)
         acc[i] = vec2(0.0);
 
     for (uint t0 = 0u; t0 < n_kv; t0 += WG) {
         uint j = t0 + lid;
-        float sc = NEG_INF;
+        float sc[GS];
+        for (uint i = 0u; i < GS; i++)
+            sc[i] = NEG_INF;
         if (j < n_kv) {
             uint kb = pc.k_off + (first + j) * k_row + kvh * kw;
-            sc = 0.0;
-            for (uint w = 0u; w < kw; w++) {
-                vec2 k2 = h2(K[kb + w]);
-                sc += qs[2u * w] * k2.x + qs[2u * w + 1u] * k2.y;
+            for (uint i = 0u; i < GS; i++)
+                sc[i] = 0.0;
+            /* each K word loaded and converted once for the GS heads, two words a step */
+            uint w = 0u;
+            for (; w + 1u < kw; w += 2u) {
+                vec2 a = h2(K[kb + w]), b = h2(K[kb + w + 1u]);
+                for (uint i = 0u; i < GS; i++) {
+                    vec4 qv = qs[i * (MAXD / 4u) + w / 2u];
+                    sc[i] += qv.x * a.x + qv.y * a.y;
+                    sc[i] += qv.z * b.x + qv.w * b.y;
+                }
+            }
+            if (w < kw) { /* odd kw: the last word */
+                vec2 a = h2(K[kb + w]);
+                for (uint i = 0u; i < GS; i++) {
+                    vec2 qv = qs[i * (MAXD / 4u) + w / 2u].xy;
+                    sc[i] += qv.x * a.x + qv.y * a.y;
+                }
             }
         }
-        ps[lid] = sc;
-        barrier(); /* the tile's scores are visible to every lane */
+        for (uint i = 0u; i < GS; i++)
+            ps[(i * WG + lid) / 4u][lid % 4u] = sc[i];
+        wg_barrier(); /* the tile's scores are visible to every lane */
         uint nt = min(WG, n_kv - t0);
-        float mt = m;
-        for (uint jj = 0u; jj < nt; jj++)
-            mt = max(mt, ps[jj]);
-        barrier(); /* every lane has read the scores before they become weights */
-        ps[lid] = j < n_kv ? exp(sc - mt) : 0.0; /* one exp per row, not one per lane */
-        barrier(); /* the weights are visible to every lane */
-        /* rescale what was accumulated under the old max (nothing on the first tile) */
-        float alpha = m == NEG_INF ? 0.0 : exp(m - mt);
-        s *= alpha;
-        for (uint i = 0u; i < NW; i++)
-            acc[i] *= alpha;
-        for (uint jj = 0u; jj < nt; jj++) {
-            float p = ps[jj];
-            s += p;
-            uint vb = pc.v_off + (first + t0 + jj) * v_row + kvh * vw;
-            for (uint i = 0u; i < NW; i++) {
-                uint w = lid + i * WG;
-                if (w < vw)
-                    acc[i] += p * h2(V[vb + w]);
+        float mt[GS];
+        for (uint i = 0u; i < GS; i++) { /* rows past n_kv scored -inf: no effect */
+            mt[i] = m[i];
+            for (uint jq = 0u; jq < WG / 4u; jq++) {
+                vec4 v = ps[i * (WG / 4u) + jq];
+                mt[i] = max(mt[i], max(max(v.x, v.y), max(v.z, v.w)));
             }
         }
-        m = mt;
-        barrier(); /* ps is overwritten by the next tile */
+        wg_barrier(); /* every lane has read the scores before they become weights */
+        for (uint i = 0u; i < GS; i++) /* one exp per row and head, not one per lane */
+            ps[(i * WG + lid) / 4u][lid % 4u] = j < n_kv ? exp(sc[i] - mt[i]) : 0.0;
+        wg_barrier(); /* the weights are visible to every lane */
+        /* rescale what was accumulated under the old max (nothing on the first tile) */
+        for (uint i = 0u; i < GS; i++) {
+            float alpha = m[i] == NEG_INF ? 0.0 : exp(m[i] - mt[i]);
+            s[i] *= alpha;
+            for (uint c = 0u; c < NW; c++)
+                acc[i * NW + c] *= alpha;
+            m[i] = mt[i];
+        }
+        vec4 pq[GS]; /* the weights of rows jj & ~3 .. (jj & ~3) + 3 */
+        for (uint jj = 0u; jj < nt; jj++) {
+            if (jj % 4u == 0u)
+                for (uint i = 0u; i < GS; i++)
+                    pq[i] = ps[i * (WG / 4u) + jj / 4u];
+            float p[GS];
+            for (uint i = 0u; i < GS; i++) {
+                p[i] = pq[i][jj % 4u];
+                s[i] += p[i];
+            }
+            uint vb = pc.v_off + (first + t0 + jj) * v_row + kvh * vw;
+            for (uint c = 0u; c < NW; c++) {
+                uint w = lid + c * WG;
+                if (w < vw) {
+                    vec2 v2 = h2(V[vb + w]); /* loaded and converted once for the GS heads */
+                    for (uint i = 0u; i < GS; i++)
+                        acc[i * NW + c] += p[i] * v2;
+                }
+            }
+        }
+        wg_barrier(); /* ps is overwritten by the next tile */
     }
 
-    float inv = s > 0.0 ? 1.0 / s : 0.0;
-    uint ob = q * pc.o_stride + h * pc.dv;
-    for (uint i = 0u; i < NW; i++) {
-        uint w = lid + i * WG;
-        if (w < vw) {
-            O[ob + 2u * w] = acc[i].x * inv;
-            O[ob + 2u * w + 1u] = acc[i].y * inv;
+    for (uint i = 0u; i < GS; i++) {
+        float inv = s[i] > 0.0 ? 1.0 / s[i] : 0.0;
+        uint ob = q * pc.o_stride + (h0 + i) * pc.dv;
+        for (uint c = 0u; c < NW; c++) {
+            uint w = lid + c * WG;
+            if (w < vw) {
+                O[ob + 2u * w] = acc[i * NW + c].x * inv;
+                O[ob + 2u * w + 1u] = acc[i * NW + c].y * inv;
+            }
         }
     }
 }

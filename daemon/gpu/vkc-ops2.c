@@ -161,6 +161,9 @@ int vkc_cmd_kv_store(vkc_cmd_t *cmd, const vkc_kv_store_args_t *a)
     return vkc_cmd_dispatch(cmd, p, b, 3, &pc, div_up(words, wg), 1);
 }
 
+/* the most query heads one attention workgroup serves (GS in shaders/attention.comp) */
+#define VKC_ATTENTION_MAX_GROUP 8
+
 struct vkc_pc_attention {
     uint32_t n_q, n_head, n_head_kv, dk, dv, q_stride, o_stride, k_off, v_off, n_ctx;
     float scale;
@@ -190,7 +193,7 @@ int vkc_cmd_attention(vkc_cmd_t *cmd, const vkc_attention_args_t *a)
     uint32_t maxd = 64;
     while (maxd < dk || maxd < dv)
         maxd *= 2;
-    /* WG: the tile of cache rows scored at once (three barriers per tile). On CPU devices
+    /* WG: the tile of cache rows scored at once (four barriers per tile). On CPU devices
      * one subgroup per workgroup: llvmpipe runs a wider workgroup as several SIMD groups
      * switched at every barrier: a decode over 4096 rows, 32 heads of 128, took 60 ms at
      * WG 64 and 36 ms at WG 8 on lavapipe with 2 cores. GPUs want 64 lanes of loads. */
@@ -199,9 +202,23 @@ int vkc_cmd_attention(vkc_cmd_t *cmd, const vkc_attention_args_t *a)
         wg = ctx->info.subgroup_size < 8    ? 8
              : ctx->info.subgroup_size > 64 ? 64
                                             : ctx->info.subgroup_size;
-    uint32_t spec[2] = {wg, maxd};
+    /* GS: query heads per workgroup, all of one GQA group, so each K/V word is loaded and
+     * converted once for GS heads. On CPU devices loads set the speed (every buffer load is a
+     * scalar loop over the lanes on llvmpipe): GS is the largest divisor of the group size
+     * within a cap on the per-lane state (GS * ceil(maxd / (2 wg)) accumulator words), one
+     * pipeline per GS used. GPUs keep one head per workgroup (GS 1). */
+    uint32_t gs = 1;
+    if (ctx->info.type == VKC_DEVICE_CPU) {
+        uint32_t group = a->n_head / a->n_head_kv, nw = div_up(maxd, 2 * wg);
+        for (uint32_t c = 1; c <= VKC_ATTENTION_MAX_GROUP && c * nw <= 64; c++)
+            if (group % c == 0)
+                gs = c;
+    }
+    /* ONE_SG: the workgroup is exactly one subgroup, so subgroup barriers order it */
+    uint32_t one_sg = ctx->info.type == VKC_DEVICE_CPU && wg == ctx->info.subgroup_size;
+    uint32_t spec[4] = {wg, maxd, gs, one_sg};
     vkc_pipeline_t *p;
-    int r = vkc_pipeline_get(ctx, "attention", spec, 2, 5, sizeof(struct vkc_pc_attention), &p);
+    int r = vkc_pipeline_get(ctx, "attention", spec, 4, 5, sizeof(struct vkc_pc_attention), &p);
     if (r < 0)
         return vkc_cmd_fail(cmd, r);
     struct vkc_pc_attention pc = {
@@ -223,7 +240,7 @@ int vkc_cmd_attention(vkc_cmd_t *cmd, const vkc_attention_args_t *a)
         {a->v.buf, a->v.off, v_need},
         {a->ranges.buf, a->ranges.off, 8ull * a->n_q},
         {a->out.buf, a->out.off, ((uint64_t)(a->n_q - 1) * os + a->n_head * dv) * 4}};
-    return vkc_cmd_dispatch(cmd, p, b, 5, &pc, a->n_q * a->n_head, 1);
+    return vkc_cmd_dispatch(cmd, p, b, 5, &pc, a->n_q * (a->n_head / gs), 1);
 }
 
 /* ---- expert FFN through a slot table ------------------------------------------------------ */

@@ -356,6 +356,43 @@ START_TEST(attention_prefill_is_causal_and_matches_reference)
 }
 END_TEST
 
+/* GQA: group sizes 1, 2, 4 and 8, 16 past the cap of heads per workgroup on CPU devices,
+ * 6 (a divisor), head dims whose per-lane state lowers the cap (256) or with an odd number
+ * of words (66), in decode over several sequences and in causal prefill. */
+START_TEST(attention_gqa_group_sizes_match_reference)
+{
+    static const uint32_t first[] = {0, 70, 150, 300, 399}, len[] = {1, 65, 130, 99, 0};
+    static const uint32_t pfirst[] = {5, 60}, plen[] = {33, 20};
+    static const uint32_t groups[][3] = {/* n_head, n_head_kv, head dim */
+                                         {2, 2, 64},  {4, 2, 64},  {8, 2, 64}, {8, 1, 64},
+                                         {16, 2, 128}, {16, 1, 64}, {12, 2, 64}, {8, 2, 256},
+                                         {8, 2, 66} /* an odd number of K words */};
+    for (size_t gi = 0; gi < sizeof(groups) / sizeof(groups[0]); gi++) {
+        att_case_t c = {.n_head = groups[gi][0],
+                        .n_head_kv = groups[gi][1],
+                        .dk = groups[gi][2],
+                        .dv = groups[gi][2],
+                        .n_ctx = 400,
+                        .n_seq = 5,
+                        .first = first,
+                        .len = len,
+                        .q_scale = 4.0f};
+        check_decode(&c);
+        att_case_t p = c;
+        p.n_seq = 2;
+        p.first = pfirst;
+        p.len = plen;
+        uint32_t seq_of[53], n_kv[53], n = 0;
+        for (uint32_t s = 0; s < 2; s++)
+            for (uint32_t i = 0; i < plen[s]; i++, n++) {
+                seq_of[n] = s;
+                n_kv[n] = i + 1;
+            }
+        check_attention(&p, n, seq_of, n_kv);
+    }
+}
+END_TEST
+
 /* ---- expert FFN through a slot table ------------------------------------------------------ */
 
 #define MOE_SLOTS 6
@@ -571,6 +608,7 @@ void add_ops2_tests(Suite *s)
     tcase_add_test(tc, topk_matches_reference_with_ties_to_lower_id);
     tcase_add_test(tc, attention_decode_matches_reference_over_several_sequences);
     tcase_add_test(tc, attention_prefill_is_causal_and_matches_reference);
+    tcase_add_test(tc, attention_gqa_group_sizes_match_reference);
     tcase_add_loop_test(tc, moe_ffn_matches_reference_and_ignores_pass_split, 0, N_MOE_CASES);
     tcase_add_test(tc, ops2_refuse_bad_shapes_and_report_them_at_submit);
     suite_add_tcase(s, tc);
