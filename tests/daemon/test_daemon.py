@@ -486,7 +486,9 @@ def thirty_two_concurrent_streams_all_complete(env):
 def a_client_leaving_mid_stream_frees_its_sequence(env):
     so = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     so.connect(env.sock)
-    body = json.dumps({"prompt": "x", "max_tokens": 2000, "stream": True}).encode()
+    # ignore_eos: the stream must still be running when the client leaves
+    body = json.dumps({"prompt": "x", "max_tokens": 2000, "ignore_eos": True,
+                       "stream": True}).encode()
     so.send(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n" % len(body) + body)
     got = b""
