@@ -385,66 +385,44 @@ uvec4 q6_unit(uint i)
 #endif
 }
 #endif
-/* o[k] = the word at byte boff + 4 k (boff 2-aligned), k < 16 */
-void q6_ld16w(uint boff, out uint o[16])
-{
+/* NAME(boff, o): o[k] = the word at byte boff + 4 k (boff 2-aligned), k < N (N a multiple
+ * of 4). With a 16-byte view: the N / 4 + 1 units that hold the range, realigned in three
+ * steps (8 bytes, 4 bytes, then a 0- or 16-bit funnel shift); without one: the N + 1 words
+ * that hold it. A macro because GLSL arrays need constant sizes: q6_ld16w, q6_ld8w. */
 #if !defined(WBUF4) && !defined(WBUF8)
-    /* no 16-byte view of the buffer: the 17 words that hold the range */
-    uint r[17];
-    [[unroll]] for (uint k = 0u; k < 17u; k++)
-        r[k] = WBUF[(boff >> 2) + k];
-    [[unroll]] for (uint k = 0u; k < 16u; k++)
-        o[k] = (boff & 2u) != 0u ? (r[k] >> 16) | (r[k + 1u] << 16) : r[k];
-#else
-    uint u[20];
-    [[unroll]] for (uint k = 0u; k < 5u; k++) {
-        uvec4 t = q6_unit((boff >> 4) + k);
-        u[4u * k] = t.x;
-        u[4u * k + 1u] = t.y;
-        u[4u * k + 2u] = t.z;
-        u[4u * k + 3u] = t.w;
+#define Q6_LDW(NAME, N)                                                                    \
+    void NAME(uint boff, out uint o[N])                                                    \
+    {                                                                                      \
+        uint r[N + 1];                                                                     \
+        [[unroll]] for (uint k = 0u; k < N + 1u; k++)                                      \
+            r[k] = WBUF[(boff >> 2) + k];                                                  \
+        [[unroll]] for (uint k = 0u; k < N; k++)                                           \
+            o[k] = (boff & 2u) != 0u ? (r[k] >> 16) | (r[k + 1u] << 16) : r[k];            \
     }
-    /* the phase in three steps: 8 bytes, 4 bytes, then a 0- or 16-bit funnel shift */
-    bool h8 = (boff & 8u) != 0u, h4 = (boff & 4u) != 0u;
-    uint e[18], a[17], sh = (boff & 2u) * 8u;
-    [[unroll]] for (uint k = 0u; k < 18u; k++)
-        e[k] = h8 ? u[k + 2u] : u[k];
-    [[unroll]] for (uint k = 0u; k < 17u; k++)
-        a[k] = h4 ? e[k + 1u] : e[k];
-    [[unroll]] for (uint k = 0u; k < 16u; k++)
-        o[k] = (a[k] >> sh) | ((a[k + 1u] << 1) << (31u - sh));
-#endif
-}
-/* o[k] = the word at byte boff + 4 k (boff 2-aligned), k < 8 */
-void q6_ld8w(uint boff, out uint o[8])
-{
-#if !defined(WBUF4) && !defined(WBUF8)
-    /* no 16-byte view of the buffer: the 9 words that hold the range */
-    uint r[9];
-    [[unroll]] for (uint k = 0u; k < 9u; k++)
-        r[k] = WBUF[(boff >> 2) + k];
-    [[unroll]] for (uint k = 0u; k < 8u; k++)
-        o[k] = (boff & 2u) != 0u ? (r[k] >> 16) | (r[k + 1u] << 16) : r[k];
 #else
-    uint u[12];
-    [[unroll]] for (uint k = 0u; k < 3u; k++) {
-        uvec4 t = q6_unit((boff >> 4) + k);
-        u[4u * k] = t.x;
-        u[4u * k + 1u] = t.y;
-        u[4u * k + 2u] = t.z;
-        u[4u * k + 3u] = t.w;
+#define Q6_LDW(NAME, N)                                                                    \
+    void NAME(uint boff, out uint o[N])                                                    \
+    {                                                                                      \
+        uint u[N + 4];                                                                     \
+        [[unroll]] for (uint k = 0u; k < N / 4u + 1u; k++) {                              \
+            uvec4 t = q6_unit((boff >> 4) + k);                                            \
+            u[4u * k] = t.x;                                                               \
+            u[4u * k + 1u] = t.y;                                                          \
+            u[4u * k + 2u] = t.z;                                                          \
+            u[4u * k + 3u] = t.w;                                                          \
+        }                                                                                  \
+        bool h8 = (boff & 8u) != 0u, h4 = (boff & 4u) != 0u;                               \
+        uint e[N + 2], a[N + 1], sh = (boff & 2u) * 8u;                                    \
+        [[unroll]] for (uint k = 0u; k < N + 2u; k++)                                      \
+            e[k] = h8 ? u[k + 2u] : u[k];                                                  \
+        [[unroll]] for (uint k = 0u; k < N + 1u; k++)                                      \
+            a[k] = h4 ? e[k + 1u] : e[k];                                                  \
+        [[unroll]] for (uint k = 0u; k < N; k++)                                           \
+            o[k] = (a[k] >> sh) | ((a[k + 1u] << 1) << (31u - sh));                        \
     }
-    /* the phase in three steps: 8 bytes, 4 bytes, then a 0- or 16-bit funnel shift */
-    bool h8 = (boff & 8u) != 0u, h4 = (boff & 4u) != 0u;
-    uint e[10], a[9], sh = (boff & 2u) * 8u;
-    [[unroll]] for (uint k = 0u; k < 10u; k++)
-        e[k] = h8 ? u[k + 2u] : u[k];
-    [[unroll]] for (uint k = 0u; k < 9u; k++)
-        a[k] = h4 ? e[k + 1u] : e[k];
-    [[unroll]] for (uint k = 0u; k < 8u; k++)
-        o[k] = (a[k] >> sh) | ((a[k + 1u] << 1) << (31u - sh));
 #endif
-}
+Q6_LDW(q6_ld16w, 16)
+Q6_LDW(q6_ld8w, 8)
 #if defined(DQ_HALF)
 void dq_chunk_q(uint ro, uint c, uint n, out float w[CHUNK], out vec2 dm[NG])
 {
