@@ -263,6 +263,11 @@ static int cmd_matmul(vkc_cmd_t *cmd, const vkc_matvec_args_t *a, const mv_shape
     const vkc_matvec_tuning_t *t = &ctx->mv;
     uint32_t vecs, rows;
     matmul_tile(t, a->n_vec, &vecs, &rows);
+    /* a small matrix (a router: 32-128 rows) in a few workgroups leaves the device's other
+     * threads idle: fewer rows per lane until there are 4 (lavapipe, 32 x 512 F32: one
+     * workgroup of 64 rows on one of two threads) */
+    while (rows > 1 && div_up(a->rows, t->mm_wg * rows) * div_up(a->n_vec, vecs) < 4)
+        rows /= 2;
     uint32_t spec[5] = {t->mm_wg, rows, vecs, s->vec4, s->xs % 4 == 0};
     const char *module = matmul_module(a->type, t->mm_sg == 1, false);
     /* one vector (decode), 16-aligned Q4_0 / Q8_0 rows: eight blocks per chunk, read with
